@@ -1,0 +1,121 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Supplies the `Authorization` header for Azure DevOps requests.
+///
+/// A protocol so other schemes (Entra ID bearer tokens for service principals or workload identity) can be
+/// added without touching the client. Implementations must never log the secret.
+package protocol CredentialSource: Sendable {
+    /// The full header value, e.g. `Basic OnBhdA==` or `Bearer eyJ...`.
+    func authorizationHeader() async throws(CredentialError) -> String
+    /// A short description for logs and errors that never contains the secret (e.g. `PAT from /var/run/token`).
+    var summary: String { get }
+}
+
+/// Why a credential could not be produced.
+package enum CredentialError: Error, CustomStringConvertible, Equatable {
+    /// The token file is missing or unreadable.
+    case unreadable(path: String, reason: String)
+    /// The token source holds no token.
+    case empty(source: String)
+
+    package var description: String {
+        switch self {
+        case .unreadable(let path, let reason): "cannot read the token file \(path): \(reason)"
+        case .empty(let source): "the token from \(source) is empty"
+        }
+    }
+}
+
+/// A personal access token sent as HTTP Basic with an empty user name, as the service expects.
+package enum PersonalAccessToken {
+    /// The `Authorization` header value for a PAT; surrounding whitespace (a trailing newline) is dropped.
+    package static func basicHeader(_ token: String) -> String {
+        let credential = ":" + token.trimmingWhitespace()
+        return "Basic " + Data(credential.utf8).base64EncodedString()
+    }
+}
+
+/// A PAT given directly (from an environment variable or a flag).
+package struct StaticTokenSource: CredentialSource {
+    private let token: String
+    /// Where the token came from, for messages (e.g. `AZDO_TOKEN`).
+    package let origin: String
+
+    /// Wraps a token; fails when it is blank.
+    package init(token: String, origin: String) throws(CredentialError) {
+        guard !token.trimmingWhitespace().isEmpty else { throw .empty(source: origin) }
+        self.token = token
+        self.origin = origin
+    }
+
+    package func authorizationHeader() async throws(CredentialError) -> String { PersonalAccessToken.basicHeader(token) }
+    package var summary: String { "PAT from \(origin)" }
+}
+
+/// A PAT read from a file (a mounted Secret) and re-read whenever the file changes, so rotation needs no restart.
+package actor TokenFileSource: CredentialSource {
+    /// The token file's path.
+    package nonisolated let path: String
+    private var cached: (stamp: FileStamp, token: String)?
+
+    /// Reads from `path` lazily; the first use fails if the file is missing or empty.
+    package init(path: String) {
+        self.path = path
+    }
+
+    package nonisolated var summary: String { "PAT from file \(path)" }
+
+    package func authorizationHeader() async throws(CredentialError) -> String {
+        PersonalAccessToken.basicHeader(try currentToken())
+    }
+
+    /// The token as the file holds it now, trimmed; re-read only when size, mtime or inode changed.
+    package func currentToken() throws(CredentialError) -> String {
+        let stamp = try FileStamp(path: path)
+        if let cached, cached.stamp == stamp { return cached.token }
+        let token: String
+        do {
+            token = try String(contentsOfFile: path, encoding: .utf8).trimmingWhitespace()
+        } catch {
+            throw .unreadable(path: path, reason: "\(error)")
+        }
+        guard !token.isEmpty else { throw .empty(source: "file \(path)") }
+        cached = (stamp, token)
+        return token
+    }
+}
+
+/// What identifies a version of a file cheaply: Kubernetes rotates mounted Secrets by swapping a symlink.
+struct FileStamp: Equatable {
+    let inode: UInt64
+    let size: Int64
+    let modifiedSeconds: Int
+    let modifiedNanoseconds: Int
+
+    init(path: String) throws(CredentialError) {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            throw .unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
+        inode = UInt64(info.st_ino)
+        size = Int64(info.st_size)
+        #if canImport(Darwin)
+        modifiedSeconds = Int(info.st_mtimespec.tv_sec)
+        modifiedNanoseconds = Int(info.st_mtimespec.tv_nsec)
+        #else
+        modifiedSeconds = Int(info.st_mtim.tv_sec)
+        modifiedNanoseconds = Int(info.st_mtim.tv_nsec)
+        #endif
+    }
+}

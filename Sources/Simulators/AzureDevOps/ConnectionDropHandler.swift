@@ -1,0 +1,41 @@
+import HTTPTypes
+import NIOCore
+import NIOHTTPTypes
+
+/// Closes the TCP connection, without any response, for requests a `dropConnection` fault matches.
+///
+/// Sits in the HTTP/1 pipeline after request decoding, so it sees each request head; the decision is made
+/// synchronously on the event loop from `TrafficControl`, which is why that type is lock-based.
+final class ConnectionDropHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+
+    private let traffic: TrafficControl
+    private let organization: String
+    private var dropping = false
+
+    init(traffic: TrafficControl, organization: String) {
+        self.traffic = traffic
+        self.organization = organization
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if dropping { return }
+        if case .head(let head) = unwrapInboundIn(data), let path = head.path {
+            let pathOnly = String(path.prefix { $0 != "?" })
+            if let route = OrgRoute.classify(path: pathOnly, organization: organization) {
+                let method = head.method.rawValue
+                let fired = traffic.consume(method: method, route: route.template, firstOnly: true) {
+                    $0 == .dropConnection
+                }
+                if !fired.isEmpty {
+                    dropping = true
+                    traffic.record(routeKey: "\(method) \(route.template)", status: 0)
+                    context.close(mode: .all, promise: nil)
+                    return
+                }
+            }
+        }
+        context.fireChannelRead(data)
+    }
+}
