@@ -41,7 +41,7 @@ struct CapabilityScanner: Sendable {
                 .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         )
         for (name, value) in environment
-        where value.count < 1024 && !Self.excludedVariables.contains(name) {
+        where value.count < 1024 && !Self.excludedVariables.contains(name) && !ignored.contains(name) {
             capabilities[name] = value
         }
 

@@ -56,7 +56,7 @@ enum JobResult: String, Sendable {
         switch self {
         case .succeeded: "Succeeded"
         case .failed: "Failed"
-        case .canceled: "Cancelled"
+        case .canceled: "Canceled"
         }
     }
 }

@@ -288,11 +288,57 @@ struct ClientAgainstSimulatorTests {
     func readTimeout() async throws {
         try await AzureDevOpsSimulator.withSimulator(testConfiguration()) { simulator in
             let client = try makeClient(simulator, attempts: 2, readTimeout: .seconds(1))
-            simulator.organization.addFault(FaultRule(.latency(.seconds(20)), count: 2))
+            simulator.organization.addFault(FaultRule(.latency(.seconds(3)), count: 2))
             await #expect { try await client.resolvePool(named: "pool-a") } throws: { error in
                 guard case AzureDevOpsError.transport(let route, _) = error else { return false }
                 return route == "GET pools"
             }
+        }
+    }
+}
+
+@Suite("Azure DevOps client: typed errors and the sign-in page", .timeLimit(.minutes(1)))
+struct ClientErrorTests {
+    @Test("403 is a typed, terminal error carrying the server's message")
+    func forbidden() async throws {
+        try await AzureDevOpsSimulator.withSimulator(testConfiguration()) { simulator in
+            let client = try makeClient(simulator)
+            let message = "Access denied. Jane needs Manage permissions for pool pool-a to perform the action."
+            simulator.organization.addFault(FaultRule(.errorStatus(status: 403, typeKey: "AccessDeniedException", message: message), count: 1))
+            await #expect { try await client.resolvePool(named: "pool-a") } throws: { error in
+                guard case AzureDevOpsError.forbidden(let server) = error else { return false }
+                return server.message == message && server.typeKey == "AccessDeniedException"
+                    && "\(error)".contains("Administrator or Service Account role") && !(error as? AzureDevOpsError)!.isRetryable
+            }
+            #expect(await simulator.organization.snapshot().count("GET pools") == 1)
+        }
+    }
+
+    @Test("400 is a typed error carrying the server's message")
+    func badRequest() async throws {
+        try await AzureDevOpsSimulator.withSimulator(testConfiguration()) { simulator in
+            let client = try makeClient(simulator)
+            simulator.organization.addFault(FaultRule(.errorStatus(status: 400, typeKey: "ArgumentException", message: "Value cannot be null."), count: 1))
+            await #expect { try await client.pool(id: 1) } throws: { error in
+                guard case AzureDevOpsError.badRequest(let server) = error else { return false }
+                return server.message == "Value cannot be null."
+            }
+        }
+    }
+
+    @Test("when the service ignores Suppress, a bad PAT gets the 203 sign-in page and is still an authentication failure",
+          arguments: [true, false])
+    func signInPage(honoursSuppress: Bool) async throws {
+        var knobs = fastKnobs()
+        knobs.honoursFedAuthRedirectSuppress = honoursSuppress
+        try await AzureDevOpsSimulator.withSimulator(testConfiguration(knobs: knobs)) { simulator in
+            let client = try makeClient(simulator, token: "expired")
+            await #expect { try await client.resolvePool(named: "pool-a") } throws: { error in
+                guard case AzureDevOpsError.authentication(_, let status, _, _) = error else { return false }
+                return status == (honoursSuppress ? 401 : 203) && "\(error)".contains("sign-in page") == !honoursSuppress
+            }
+            let expected = honoursSuppress ? 401 : 203
+            #expect(await simulator.organization.snapshot().requestCounts["GET pools"]?[expected] == 1)
         }
     }
 }

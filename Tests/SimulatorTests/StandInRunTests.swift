@@ -229,4 +229,27 @@ struct StandInRunTests {
             #expect(await simulator.organization.snapshot().request(requestId)?.result == .succeeded)
         }
     }
+
+    @Test("the listener renews the job lock, so a job longer than the lock duration still succeeds")
+    func lockRenewal() async throws {
+        var knobs = SimulatorKnobs()
+        knobs.lockDuration = .seconds(2)
+        try await withStandInSimulator(knobs: knobs) { simulator in
+            let agent = try await configuredAgent(simulator, name: "renewer")
+            defer { agent.removeDirectory() }
+            let (outcome, requestId) = try await agent.start("run.sh", ["--once"]) { _, log in
+                try await log.waitFor("Listening for Jobs")
+                try await waitOnline(simulator, "renewer")
+                return try await simulator.organization.queueJobOrThrow(
+                    JobSpecification(pool: "pool-a", name: "Slow", durationSeconds: 4.5)
+                )
+            }
+            #expect(outcome.exitCode == 0, "\(outcome.output)")
+            #expect(outcome.output.contains("Job Slow completed with result: Succeeded"))
+            let request = try #require(await simulator.organization.snapshot().request(requestId))
+            #expect(request.result == .succeeded)
+            let queued = request.receiveTime ?? .distantFuture
+            #expect((request.finishTime ?? .distantPast).timeIntervalSince(queued) >= 4.4)
+        }
+    }
 }

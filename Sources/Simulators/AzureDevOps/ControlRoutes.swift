@@ -11,14 +11,14 @@ import Shared
 ///   or 422 `{"message","demands"}` (queue-time failure).
 /// - `POST /_sim/jobs/{requestId}/cancel` → 204.
 /// - `POST /_sim/pats` `{"token"}`, `DELETE /_sim/pats/{token}` → 204.
-/// - `POST /_sim/faults` `{"kind":"throttle|tooManyRequests|serverError|latency|drop","route","method","count",
-///   "status","retryAfter","milliseconds"}` → 201 `{"id"}`; `DELETE /_sim/faults` → 204.
+/// - `POST /_sim/faults` `{"kind":"throttle|tooManyRequests|serverError|errorStatus|latency|drop","route","method",
+///   "count","status","typeKey","message","retryAfter","milliseconds"}` → 201 `{"id"}`; `DELETE /_sim/faults` → 204.
 /// - `POST /_sim/packages` `{"type","platform","version","downloadUrl","hashValue","filename"}` → the package.
 /// - `PUT  /_sim/downloads/{filename}` (raw bytes) → `{"url"}`; `GET /_sim/downloads/{filename}` → the bytes.
 /// - `POST /_sim/refresh-next-session` `{"targetVersion"}` → 204.
 /// - `PATCH /_sim/knobs` `{"sessionTimeoutSeconds","messageLongPollTimeoutSeconds","lockDurationSeconds",
 ///   "cancelTimeoutSeconds","disabledAgentsMatch","deleteBusyAgentStatus","minimumAgentVersion",
-///   "defaultCompletedRequestCount"}` → the knobs.
+///   "defaultCompletedRequestCount","honoursFedAuthRedirectSuppress"}` → the knobs.
 /// - `POST /_sim/advance-time` `{"seconds"}` → 204.
 struct ControlRoutes: Sendable {
     /// The organization controlled.
@@ -139,12 +139,16 @@ struct ControlRoutes: Sendable {
             kind = .tooManyRequests(retryAfterSeconds: body["retryAfter"]?.intValue ?? 10)
         case "servererror", "5xx":
             kind = .serverError(status: body["status"]?.intValue ?? 503)
+        case "errorstatus", "status":
+            kind = .errorStatus(
+                status: body["status"]?.intValue ?? 403, typeKey: body["typeKey"]?.stringValue ?? "AccessDeniedException",
+                message: body["message"]?.stringValue ?? "Access denied.")
         case "latency":
             kind = .latency(.milliseconds(body["milliseconds"]?.intValue ?? 1000))
         case "drop", "dropconnection":
             kind = .dropConnection
         default:
-            throw .badRequest("kind must be throttle, tooManyRequests, serverError, latency or drop")
+            throw .badRequest("kind must be throttle, tooManyRequests, serverError, errorStatus, latency or drop")
         }
         return FaultRule(
             kind, route: body["route"]?.stringValue, method: body["method"]?.stringValue,
@@ -161,8 +165,10 @@ struct ControlRoutes: Sendable {
         if let value = body["deleteBusyAgentStatus"]?.intValue { knobs.deleteBusyAgentStatus = value }
         if let value = body["minimumAgentVersion"]?.stringValue { knobs.minimumAgentVersion = value }
         if let value = body["defaultCompletedRequestCount"]?.intValue { knobs.defaultCompletedRequestCount = value }
+        if let value = body["honoursFedAuthRedirectSuppress"]?.boolValue { knobs.honoursFedAuthRedirectSuppress = value }
     }
 
+    /// The knobs as control JSON (durations in seconds).
     static func render(_ knobs: SimulatorKnobs) -> JSONValue {
         .object(JSONObject([
             ("sessionTimeoutSeconds", .double(knobs.sessionTimeout.timeInterval)),
@@ -173,6 +179,7 @@ struct ControlRoutes: Sendable {
             ("deleteBusyAgentStatus", .int(knobs.deleteBusyAgentStatus)),
             ("minimumAgentVersion", .string(knobs.minimumAgentVersion)),
             ("defaultCompletedRequestCount", .int(knobs.defaultCompletedRequestCount)),
+            ("honoursFedAuthRedirectSuppress", .bool(knobs.honoursFedAuthRedirectSuppress)),
         ]))
     }
 

@@ -4,19 +4,33 @@ import Foundation
 ///
 /// `template` is the key used for request counts and fault scoping, e.g. `pools/{poolId}/jobrequests`.
 enum OrgRoute: Equatable {
+    /// `distributedtask/pools`.
     case pools
+    /// `distributedtask/pools/{poolId}`.
     case pool(Int)
+    /// `distributedtask/pools/{poolId}/agents`.
     case agents(pool: Int)
+    /// `distributedtask/pools/{poolId}/agents/{agentId}`.
     case agent(pool: Int, agent: Int)
+    /// `distributedtask/pools/{poolId}/agents/{agentId}/usercapabilities`.
     case userCapabilities(pool: Int, agent: Int)
+    /// `distributedtask/pools/{poolId}/agents/{agentId}/updates`.
     case agentUpdates(pool: Int, agent: Int)
+    /// `distributedtask/pools/{poolId}/jobrequests`.
     case jobRequests(pool: Int)
+    /// `distributedtask/pools/{poolId}/jobrequests/{requestId}`.
     case jobRequest(pool: Int, request: Int)
+    /// `distributedtask/pools/{poolId}/sessions` (agent-internal).
     case sessions(pool: Int)
+    /// `distributedtask/pools/{poolId}/sessions/{sessionId}` (agent-internal).
     case session(pool: Int, session: String)
+    /// `distributedtask/pools/{poolId}/messages` (agent-internal long poll).
     case messages(pool: Int)
+    /// `distributedtask/pools/{poolId}/messages/{messageId}` (agent-internal acknowledge).
     case message(pool: Int, message: Int)
+    /// `distributedtask/packages/{type}[/{platform}[/{version}]]`.
     case packages(type: String, platform: String?, version: String?)
+    /// `oauth2/token`: client id → agent bearer token.
     case oauthToken
     /// A path under the organization's `_apis` that is not served (the template is the raw path).
     case unknown(String)

@@ -6,16 +6,28 @@ import Shared
 
 extension HTTPField.Name {
     // Literal header names below are valid HTTP tokens, so the failable initializer cannot fail.
+    // Each is a header of the real service: federated-auth hints on 401s, paging, and throttling.
+    /// `X-TFS-FedAuthRedirect`.
     static let fedAuthRedirect = HTTPField.Name("X-TFS-FedAuthRedirect")!
+    /// `X-TFS-FedAuthRealm`.
     static let fedAuthRealm = HTTPField.Name("X-TFS-FedAuthRealm")!
+    /// `X-TFS-FedAuthIssuer`.
     static let fedAuthIssuer = HTTPField.Name("X-TFS-FedAuthIssuer")!
+    /// `X-VSS-AuthorizationEndpoint`.
     static let authorizationEndpoint = HTTPField.Name("X-VSS-AuthorizationEndpoint")!
+    /// `X-VSS-ResourceTenant`.
     static let resourceTenant = HTTPField.Name("X-VSS-ResourceTenant")!
+    /// `X-MS-ContinuationToken`.
     static let continuationToken = HTTPField.Name("X-MS-ContinuationToken")!
+    /// `X-RateLimit-Resource`.
     static let rateLimitResource = HTTPField.Name("X-RateLimit-Resource")!
+    /// `X-RateLimit-Delay`.
     static let rateLimitDelay = HTTPField.Name("X-RateLimit-Delay")!
+    /// `X-RateLimit-Limit`.
     static let rateLimitLimit = HTTPField.Name("X-RateLimit-Limit")!
+    /// `X-RateLimit-Remaining`.
     static let rateLimitRemaining = HTTPField.Name("X-RateLimit-Remaining")!
+    /// `X-RateLimit-Reset`.
     static let rateLimitReset = HTTPField.Name("X-RateLimit-Reset")!
 }
 
@@ -102,7 +114,7 @@ struct OrganizationRoutes: Sendable {
         }
         let blocking = traffic.consume(method: method, route: route.template, firstOnly: true) {
             switch $0 {
-            case .tooManyRequests, .serverError: true
+            case .tooManyRequests, .serverError, .errorStatus: true
             default: false
             }
         }
@@ -115,6 +127,8 @@ struct OrganizationRoutes: Sendable {
             return HTTPReply.failure(.throttled(resource: "Core"), headers: headers)
         case .serverError(let status):
             return HTTPReply.failure(.serverError(status: status))
+        case .errorStatus(let status, let typeKey, let message):
+            return HTTPReply.failure(SimulatorFailure(status: status, typeKey: typeKey, message: message))
         default:
             break
         }
@@ -171,7 +185,7 @@ struct OrganizationRoutes: Sendable {
         let lowered = header.lowercased()
         if lowered.hasPrefix("bearer ") {
             let token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-            guard agentAllowed else { return .rejected(badCredentials(request, method: method)) }
+            guard agentAllowed else { return .rejected(await badCredentials(request, method: method)) }
             switch await organization.inspect({ $0.identity(ofAccessToken: token) }) {
             case .agent(let id): return .accepted(.agent(id))
             case .deletedAgent(let id): return .accepted(.deletedAgent(id))
@@ -189,7 +203,7 @@ struct OrganizationRoutes: Sendable {
                 if valid { return .rejected(HTTPReply.failure(.unauthorized)) }
             }
         }
-        return .rejected(route.isAgentInternal ? HTTPReply.failure(.unauthorized) : badCredentials(request, method: method))
+        return .rejected(route.isAgentInternal ? HTTPReply.failure(.unauthorized) : await badCredentials(request, method: method))
     }
 
     /// 401 with the federated-auth headers the service sends to anonymous callers.
@@ -203,9 +217,11 @@ struct OrganizationRoutes: Sendable {
         return HTTPReply.failure(.unauthorized, headers: headers)
     }
 
-    /// Bad or expired credentials: the 203 sign-in page on GET/POST unless `X-TFS-FedAuthRedirect: Suppress`.
-    private func badCredentials(_ request: Request, method: String) -> Response {
-        let suppress = request.headers[.fedAuthRedirect]?.lowercased() == "suppress"
+    /// Bad or expired credentials: the 203 sign-in page on GET/POST unless `X-TFS-FedAuthRedirect: Suppress`
+    /// (and the knob `honoursFedAuthRedirectSuppress` says the header is honoured).
+    private func badCredentials(_ request: Request, method: String) async -> Response {
+        let honoured = await organization.knobs.honoursFedAuthRedirectSuppress
+        let suppress = honoured && request.headers[.fedAuthRedirect]?.lowercased() == "suppress"
         if !suppress && ["GET", "POST", "HEAD"].contains(method) {
             let page = """
                 <!DOCTYPE html><html><head><title>Azure DevOps Services | Sign In</title></head>\

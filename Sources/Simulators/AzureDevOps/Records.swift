@@ -268,11 +268,16 @@ package struct SimulatedPackage: Sendable, Equatable {
 package struct SimulatorEvent: Sendable, Equatable, CustomStringConvertible {
     /// What happened.
     package enum Kind: String, Sendable, Equatable {
+        /// Pool lifecycle.
         case poolCreated, poolUpdated, poolDeleted
+        /// Agent registration, updates and deletion (or a refused deletion).
         case agentRegistered, agentReplaced, agentUpdated, agentDeleted, agentDeleteRefused, capabilitiesUpdated
+        /// Listener sessions (expired = heartbeat timeout).
         case sessionOpened, sessionClosed, sessionExpired
+        /// Job request lifecycle and message traffic.
         case jobQueued, jobQueueFailed, jobAssigned, jobRequeued, jobReceived, jobLockRenewed, jobFinished
         case jobCancelRequested, messageDelivered, messageAcknowledged
+        /// Credentials, packages and control actions.
         case tokenIssued, patAdded, patRevoked, packagePublished, refreshRequested, knobsChanged
     }
 

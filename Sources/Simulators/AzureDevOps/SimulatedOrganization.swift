@@ -111,6 +111,7 @@ package actor SimulatedOrganization {
     /// The organization URL, `http://127.0.0.1:PORT/ORG`.
     package var organizationURL: String { "\(baseURL)/\(name)" }
 
+    /// Records `http://127.0.0.1:PORT` once the server is bound (links and download URLs use it).
     func setBaseURL(_ url: String) { baseURL = url }
 
     /// The simulator's current time.

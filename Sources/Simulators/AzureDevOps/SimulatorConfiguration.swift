@@ -23,6 +23,9 @@ package struct SimulatorKnobs: Sendable, Equatable {
     package var defaultCompletedRequestCount: Int = 50
     /// The largest page `GET jobrequests?$top=` returns.
     package var maximumTop: Int = 200
+    /// Whether `X-TFS-FedAuthRedirect: Suppress` turns the 203 sign-in page into a 401. The service documents
+    /// it for its SDKs; whether every PAT path honours it is not certain, so both behaviours can be tested.
+    package var honoursFedAuthRedirectSuppress: Bool = true
     /// How often the background sweeper looks for expired sessions, locks and cancellations.
     package var sweepInterval: Duration = .milliseconds(200)
 

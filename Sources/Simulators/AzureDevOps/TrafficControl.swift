@@ -14,6 +14,8 @@ package struct FaultRule: Sendable, Equatable {
         case tooManyRequests(retryAfterSeconds: Int)
         /// Answers with this 5xx status.
         case serverError(status: Int)
+        /// Answers with any status and a WrappedException of this type and message (e.g. 403 AccessDenied).
+        case errorStatus(status: Int, typeKey: String, message: String)
         /// Delays the response by this much.
         case latency(Duration)
         /// Closes the TCP connection without any response.
@@ -37,6 +39,7 @@ package struct FaultRule: Sendable, Equatable {
         self.remaining = count
     }
 
+    /// Whether the fault's scope covers this method and route template.
     func applies(method: String, route: String) -> Bool {
         (self.method == nil || self.method?.uppercased() == method.uppercased())
             && (self.route == nil || self.route?.lowercased() == route.lowercased())

@@ -76,9 +76,13 @@ struct WireFormat {
 
     /// Which optional parts of a `TaskAgent` to include.
     struct AgentDetail {
+        /// Include `systemCapabilities` and `userCapabilities`.
         var capabilities = false
+        /// Include `assignedRequest` when the agent holds one.
         var assignedRequest = false
+        /// Include `lastCompletedRequest` when there is one.
         var lastCompletedRequest = false
+        /// Everything.
         static let all = AgentDetail(capabilities: true, assignedRequest: true, lastCompletedRequest: true)
     }
 
