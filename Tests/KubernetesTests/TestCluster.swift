@@ -34,12 +34,12 @@ actor TestCluster {
 
     func info() async throws -> ClusterInfo {
         if let starting { return try await starting.value }
-        let task = Task { try Self.obtain() }
+        let task = Task { try await Self.obtain() }
         starting = task
         return try await task.value
     }
 
-    private static func obtain() throws -> ClusterInfo {
+    private static func obtain() async throws -> ClusterInfo {
         if let dir = ProcessInfo.processInfo.environment["SHOAL_TEST_KUBE_DIR"], !dir.isEmpty {
             return try read(dir: dir)
         }
@@ -52,10 +52,10 @@ actor TestCluster {
         clusterStartedByThisProcess.withLock { $0 = dir }
         atexit {
             guard let dir = clusterStartedByThisProcess.withLock({ $0 }) else { return }
-            _ = try? TestCluster.runScript(["stop", dir])
+            TestCluster.stopSynchronously(dir)
             try? FileManager.default.removeItem(atPath: dir)
         }
-        let (status, output) = try runScript(["start", dir])
+        let (status, output) = try await runScript(["start", dir], blocking: false)
         guard status == 0 else {
             throw ClusterUnavailable(description: "scripts/local-k8s start \(dir) failed (exit \(status)):\n\(output.suffix(3000))")
         }
@@ -67,23 +67,50 @@ actor TestCluster {
         return try JSONDecoder().decode(ClusterInfo.self, from: data)
     }
 
-    /// Runs `scripts/local-k8s ARGS`, returning its exit status and combined output.
-    static func runScript(_ arguments: [String]) throws -> (Int32, String) {
-        let process = Process()
-        process.executableURL = repositoryRoot.appendingPathComponent("scripts/local-k8s")
-        process.arguments = arguments
-        let log = FileManager.default.temporaryDirectory.appendingPathComponent("local-k8s-\(UUID().uuidString).log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: log)
-        defer { try? FileManager.default.removeItem(at: log) }
-        process.standardOutput = handle
-        process.standardError = handle
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        try? handle.close()
-        let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-        return (process.terminationStatus, output)
+    /// Stops a cluster from the `atexit` hook: spawns `stop` and blocks in waitpid (no async context there).
+    static func stopSynchronously(_ dir: String) {
+        guard let (pid, log) = try? spawnScript(["stop", dir]) else { return }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        try? FileManager.default.removeItem(atPath: log)
+    }
+
+    /// Runs `scripts/local-k8s ARGS` to the end and returns its exit status and combined output; polls with
+    /// WNOHANG so no cooperative thread is blocked for the ~10 s a start takes (2-core machines have 2).
+    static func runScript(_ arguments: [String]) async throws -> (Int32, String) {
+        let (pid, log) = try spawnScript(arguments)
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        var status: Int32 = 0
+        while true {
+            let result = waitpid(pid, &status, WNOHANG)
+            if result == pid { break }
+            if result == -1 && errno != EINTR { throw ClusterUnavailable(description: "waitpid failed: \(String(cString: strerror(errno)))") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        let exited = status & 0x7f == 0
+        return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), output)
+    }
+
+    /// Starts `scripts/local-k8s ARGS` with posix_spawn, output to a temporary log file.
+    ///
+    /// Not Foundation's `Process`: its `waitUntilExit()` was seen never returning here after `start` left its
+    /// daemons running, and the `atexit` hook needs a plain synchronous wait.
+    private static func spawnScript(_ arguments: [String]) throws -> (pid_t, String) {
+        let script = repositoryRoot.appendingPathComponent("scripts/local-k8s").path
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("local-k8s-\(UUID().uuidString).log").path
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let argv: [UnsafeMutablePointer<CChar>?] = ([script] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, script, &actions, nil, argv, environ)
+        guard spawned == 0 else { throw ClusterUnavailable(description: "cannot run \(script): \(String(cString: strerror(spawned)))") }
+        return (pid, log)
     }
 }
 

@@ -167,7 +167,7 @@ struct ClientAgainstSimulatorTests {
             #expect(try await client.newestAgentPackage(platform: "linux-x64") == nil)
             for (platform, version) in [("linux-x64", "4.250.0"), ("linux-x64", "4.266.2"), ("linux-x64", "4.9.0"), ("linux-arm64", "4.300.0")] {
                 await simulator.organization.publishPackage(.init(
-                    platform: platform, version: try #require(Simulators.PackageVersion(version)),
+                    platform: platform, version: try #require(PackageVersion(version)),
                     downloadUrl: "\(simulator.baseURL)/_sim/downloads/\(platform)-\(version).tar.gz"))
             }
             let newest = try #require(try await client.newestAgentPackage(platform: "linux-x64"))

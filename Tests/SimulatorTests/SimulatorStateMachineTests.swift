@@ -150,13 +150,35 @@ import Testing
         #expect(state.requests[newer.requestId]?.phase == .queued)
     }
 
+    /// Delivers the next message and acknowledges it, as a listener that takes the job does.
+    @discardableResult
+    func take(_ state: inout OrganizationState, _ session: String, agent: SimulatedAgent, at time: Date) throws -> AgentMessage {
+        let message = try #require(try state.takeMessage(sessionId: session, lastMessageId: nil, now: time))
+        try state.deleteMessage(poolId: agent.poolId, agentId: agent.id, sessionId: session, messageId: message.messageId, now: time)
+        return message
+    }
+
+    @Test func aDeliveredButUnacknowledgedJobGoesBackToTheQueueWhenTheSessionEnds() throws {
+        var (state, pool) = makeState()
+        let first = try register(&state, pool: pool, "first")
+        let second = try register(&state, pool: pool, "second")
+        let session = try online(&state, first, at: at(0))
+        let request = try queue(&state, at: at(1))
+        _ = try #require(try state.takeMessage(sessionId: session, lastMessageId: nil, now: at(2)))
+        #expect(state.requests[request.requestId]?.phase == .assigned, "delivery alone does not start the job")
+        try state.deleteSession(poolId: pool, agentId: first.id, sessionId: session, now: at(3))
+        #expect(state.requests[request.requestId]?.phase == .queued)
+        _ = try online(&state, second, at: at(4))
+        #expect(state.requests[request.requestId]?.reservedAgentId == second.id)
+    }
+
     @Test func receiveFinishAndNextAssignment() throws {
         var (state, pool) = makeState()
         let agent = try register(&state, pool: pool, "agent")
         let session = try online(&state, agent, at: at(1))
         let first = try queue(&state, at: at(2))
         let second = try queue(&state, at: at(2.5))
-        let message = try #require(try state.takeMessage(sessionId: session, lastMessageId: nil, now: at(3)))
+        let message = try take(&state, session, agent: agent, at: at(3))
         #expect(message.messageType == "PipelineAgentJobRequest")
         let running = try #require(state.requests[first.requestId])
         #expect(running.receiveTime == at(3))
@@ -193,7 +215,7 @@ import Testing
         let agent = try register(&state, pool: pool, "agent")
         let session = try online(&state, agent, at: at(1))
         let request = try queue(&state, at: at(2))
-        let job = try #require(try state.takeMessage(sessionId: session, lastMessageId: nil, now: at(3)))
+        let job = try take(&state, session, agent: agent, at: at(3))
         try state.cancelJob(request.requestId, now: at(4))
         let cancel = try #require(try state.takeMessage(sessionId: session, lastMessageId: job.messageId, now: at(4)))
         #expect(cancel.messageType == "JobCancel")
@@ -210,7 +232,7 @@ import Testing
         let agent = try register(&state, pool: pool, "agent")
         let session = try online(&state, agent, at: at(1))
         let request = try queue(&state, at: at(2))
-        _ = try state.takeMessage(sessionId: session, lastMessageId: nil, now: at(3))
+        try take(&state, session, agent: agent, at: at(3))
         try state.deleteSession(poolId: pool, agentId: agent.id, sessionId: session, now: at(4))
         #expect(state.requests[request.requestId]?.result == .abandoned)
         #expect(state.agents[agent.id]?.status == .offline)
@@ -244,10 +266,10 @@ import Testing
         #expect(state.sessions[session] != nil)
         state.endPoll(sessionId: session, now: at(31))
         let request = try queue(&state, at: at(32))
-        _ = try state.takeMessage(sessionId: session, lastMessageId: nil, now: at(32))
-        state.sweep(now: at(45.5))
-        #expect(state.sessions[session] != nil, "15 s since the last heartbeat is not yet a timeout")
+        try take(&state, session, agent: agent, at: at(32))   // the acknowledgement is the last heartbeat
         state.sweep(now: at(46.5))
+        #expect(state.sessions[session] != nil, "less than 15 s since the last heartbeat is not yet a timeout")
+        state.sweep(now: at(47.5))
         #expect(state.sessions[session] == nil)
         #expect(state.requests[request.requestId]?.result == .abandoned)
         #expect(state.events.contains { $0.kind == .sessionExpired })
@@ -258,7 +280,7 @@ import Testing
         let agent = try register(&state, pool: pool, "agent")
         let session = try online(&state, agent, at: at(0))
         let request = try queue(&state, at: at(1))
-        _ = try state.takeMessage(sessionId: session, lastMessageId: nil, now: at(2))
+        try take(&state, session, agent: agent, at: at(2))
         let lockToken = try #require(state.requests[request.requestId]?.lockToken)
         _ = try state.renewLock(poolId: pool, requestId: request.requestId, lockToken: lockToken, now: at(50))
         state.sweep(now: at(100))
@@ -287,7 +309,7 @@ import Testing
         #expect(state.identity(ofAccessToken: token) == .agent(agent.id))
         let session = try online(&state, agent, at: at(0))
         let request = try queue(&state, at: at(1))
-        _ = try state.takeMessage(sessionId: session, lastMessageId: nil, now: at(1))
+        try take(&state, session, agent: agent, at: at(1))
         let replaced = try state.replaceAgent(poolId: pool, agentId: agent.id, .init(name: "agent"), now: at(2))
         #expect(replaced.clientId != agent.clientId)
         #expect(state.identity(ofAccessToken: token) == .invalid)

@@ -147,9 +147,11 @@ struct TestAgent {
         return try await http.send(.GET, path, auth: .bearer(token))
     }
 
-    /// Polls until a message of this type arrives (bounded by the deadline); returns the message and its body.
+    /// Polls until a message of this type arrives (bounded by the deadline) and, like a listener taking it,
+    /// acknowledges it unless told not to; returns the message id and its body.
     func nextMessage(
-        _ sessionId: String, type: String, lastMessageId: Int? = nil, within: Duration = .seconds(10)
+        _ sessionId: String, type: String, lastMessageId: Int? = nil, within: Duration = .seconds(10),
+        acknowledge shouldAcknowledge: Bool = true
     ) async throws -> (messageId: Int, body: JSONValue) {
         let deadline = ContinuousClock.now + within
         var last = lastMessageId
@@ -160,6 +162,10 @@ struct TestAgent {
                 let id = try #require(message["messageId"]?.intValue)
                 if message["messageType"]?.stringValue == type {
                     let body = try JSONValue.parse(Array(try #require(message["body"]?.stringValue).utf8))
+                    if shouldAcknowledge {
+                        let acknowledged = try await acknowledge(sessionId, messageId: id)
+                        try #require(acknowledged.status == 204, "acknowledge: \(acknowledged)")
+                    }
                     return (id, body)
                 }
                 last = id

@@ -317,6 +317,14 @@ package struct PackageVersion: Codable, Sendable, Hashable, Comparable, CustomSt
         self.patch = patch
     }
 
+    /// Parses `4.266.2`; nil for anything else.
+    package init?(_ text: String) {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false).map { Int($0) }
+        guard parts.count == 3, let major = parts[0], let minor = parts[1], let patch = parts[2],
+              major >= 0, minor >= 0, patch >= 0 else { return nil }
+        self.init(major: major, minor: minor, patch: patch)
+    }
+
     package var description: String { "\(major).\(minor).\(patch)" }
     package static func < (lhs: PackageVersion, rhs: PackageVersion) -> Bool {
         (lhs.major, lhs.minor, lhs.patch) < (rhs.major, rhs.minor, rhs.patch)

@@ -62,6 +62,8 @@ package struct ListWatch<Object: KubernetesObject>: AsyncSequence, Sendable {
         private var needsList = true
         private var watch: WatchStream<Object>.Iterator?
         private var consecutiveFailures = 0
+        private var watchStartedAt: Duration = .zero
+        private var eventsInWatch = 0
 
         fileprivate init(owner: ListWatch) { self.owner = owner }
 
@@ -88,12 +90,20 @@ package struct ListWatch<Object: KubernetesObject>: AsyncSequence, Sendable {
                             timeoutSeconds: owner.watchTimeoutSeconds, allowWatchBookmarks: true
                         )
                         watch = owner.api.watch(Object.self, owner.resource, namespace: owner.namespace, options: options).makeAsyncIterator()
+                        watchStartedAt = owner.clock.monotonicNow()
+                        eventsInWatch = 0
                     }
                     guard let event = try await watch?.next() else {
                         owner.logger.debug("watch ended, watching again", metadata: ["resource": "\(owner.resource)", "resource_version": "\(resourceVersion ?? "")"])
                         watch = nil
+                        // A server that ends watches at once without events would otherwise make this a hot loop.
+                        if eventsInWatch == 0, owner.clock.monotonicNow() - watchStartedAt < .milliseconds(500) {
+                            consecutiveFailures += 1
+                            try await owner.clock.sleep(for: owner.retry.backoff(beforeRetry: consecutiveFailures, jitter: Double.random(in: 0.5...1.0)))
+                        }
                         continue
                     }
+                    eventsInWatch += 1
                     consecutiveFailures = 0
                     if let version = event.resourceVersion, !version.isEmpty { resourceVersion = version }
                     switch event {
@@ -104,13 +114,13 @@ package struct ListWatch<Object: KubernetesObject>: AsyncSequence, Sendable {
                     }
                 } catch let error as KubernetesError {
                     watch = nil
-                    if case .gone = error {
+                    if case .gone = error, !needsList {
                         owner.logger.info("resourceVersion too old, listing again", metadata: ["resource": "\(owner.resource)", "resource_version": "\(resourceVersion ?? "")"])
                         needsList = true
                         continue
                     }
                     if case .cancelled = error { throw CancellationError() }
-                    guard error.isRetryable else { throw error }
+                    guard error.isRetryable else { throw error }  // a 410 on the list itself lands here: back off
                     consecutiveFailures += 1
                     guard consecutiveFailures < owner.retry.maxAttempts else { throw error }
                     let delay = owner.retry.backoff(beforeRetry: consecutiveFailures, jitter: Double.random(in: 0.5...1.0))

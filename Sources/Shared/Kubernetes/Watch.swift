@@ -40,6 +40,9 @@ package struct LineSplitter: Sendable {
     package struct LineTooLong: Error, Equatable {
         /// The limit that was exceeded.
         package let limit: Int
+
+        /// An error for `limit`.
+        package init(limit: Int) { self.limit = limit }
     }
 
     /// A splitter with the given bound.

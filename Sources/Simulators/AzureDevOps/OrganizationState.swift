@@ -416,6 +416,7 @@ package struct OrganizationState: Sendable {
         poolId: Int, requestId: Int, lockToken: String?, now: Date
     ) throws(SimulatorFailure) -> SimulatedJobRequest {
         let request = try lockedRequest(poolId: poolId, requestId: requestId, lockToken: lockToken)
+        markReceived(requestId: requestId, now: now)
         requests[requestId]?.lockedUntil = now.addingTimeInterval(knobs.lockDuration.timeInterval)
         if let agentId = request.reservedAgentId, let sessionId = agents[agentId]?.sessionId {
             sessions[sessionId]?.lastHeartbeat = now
@@ -430,6 +431,7 @@ package struct OrganizationState: Sendable {
         poolId: Int, requestId: Int, lockToken: String?, result: JobResult, finishTime: Date?, now: Date
     ) throws(SimulatorFailure) -> SimulatedJobRequest {
         _ = try lockedRequest(poolId: poolId, requestId: requestId, lockToken: lockToken)
+        markReceived(requestId: requestId, now: now)
         finish(requestId, result: result, at: finishTime ?? now, logAt: now)
         guard let request = requests[requestId] else { throw .jobNotFound(requestId) }
         return request
@@ -583,26 +585,24 @@ package struct OrganizationState: Sendable {
         sessions[sessionId] = session
     }
 
-    /// The next message for the session after `lastMessageId`; delivering a job message starts the job.
+    /// The next message for the session after `lastMessageId`.
     ///
     /// Messages up to `lastMessageId` count as acknowledged and are dropped. A job message stays queued until
-    /// acknowledged, so a listener that lost the response gets it again.
+    /// acknowledged, so a listener that lost the response gets it again. Delivery alone does not start the job:
+    /// a `--once` listener that already ran its job receives a second job message but never acknowledges it,
+    /// and the service then gives that job to another agent.
     package mutating func takeMessage(
         sessionId: String, lastMessageId: Int?, now: Date
     ) throws(SimulatorFailure) -> AgentMessage? {
         guard var session = sessions[sessionId] else { throw .sessionExpired(sessionId) }
-        if let lastMessageId { session.messages.removeAll { $0.messageId <= lastMessageId } }
+        if let lastMessageId {
+            for acknowledged in session.messages where acknowledged.messageId <= lastMessageId {
+                markReceived(acknowledged, now: now)
+            }
+            session.messages.removeAll { $0.messageId <= lastMessageId }
+        }
         sessions[sessionId] = session
         guard let message = session.messages.first else { return nil }
-        if message.messageType == "PipelineAgentJobRequest", let requestId = message.requestId,
-            var request = requests[requestId], request.receiveTime == nil, !request.isFinished
-        {
-            request.receiveTime = now
-            request.lockedUntil = now.addingTimeInterval(knobs.lockDuration.timeInterval)
-            requests[requestId] = request
-            log(.jobReceived, "job \(request.jobName) received", at: now,
-                poolId: request.poolId, agentId: request.reservedAgentId, requestId: requestId)
-        }
         log(.messageDelivered, "\(message.messageType) \(message.messageId) delivered", at: now,
             poolId: session.poolId, agentId: session.agentId, requestId: message.requestId)
         return message
@@ -615,10 +615,30 @@ package struct OrganizationState: Sendable {
         guard var session = sessions[sessionId], session.agentId == agentId, session.poolId == poolId else {
             throw .sessionExpired(sessionId)
         }
+        for acknowledged in session.messages where acknowledged.messageId == messageId {
+            markReceived(acknowledged, now: now)
+        }
         session.messages.removeAll { $0.messageId == messageId }
         session.lastHeartbeat = now
         sessions[sessionId] = session
         log(.messageAcknowledged, "message \(messageId) acknowledged", at: now, poolId: poolId, agentId: agentId)
+    }
+
+    /// An acknowledged job message means the agent took the job: it gets `receiveTime` and its first lock.
+    private mutating func markReceived(_ message: AgentMessage, now: Date) {
+        guard message.messageType == "PipelineAgentJobRequest", let requestId = message.requestId else { return }
+        markReceived(requestId: requestId, now: now)
+    }
+
+    /// Starts a job that was assigned and not yet received (acknowledgement, or a lock renewal that came first).
+    private mutating func markReceived(requestId: Int, now: Date) {
+        guard var request = requests[requestId], request.receiveTime == nil, !request.isFinished,
+              request.assignTime != nil else { return }
+        request.receiveTime = now
+        request.lockedUntil = now.addingTimeInterval(knobs.lockDuration.timeInterval)
+        requests[requestId] = request
+        log(.jobReceived, "job \(request.jobName) received", at: now,
+            poolId: request.poolId, agentId: request.reservedAgentId, requestId: requestId)
     }
 
     // MARK: Expiry

@@ -15,14 +15,6 @@ package struct SimulatedPool: Sendable, Equatable {
     package let scope: String
 }
 
-/// Whether an agent currently holds a live session.
-package enum AgentStatus: String, Sendable, Equatable {
-    /// A session is open (the listener is running).
-    case online
-    /// No session.
-    case offline
-}
-
 /// A registered (or deleted) agent; deleted agents stay in the history with `deletedOn` set.
 package struct SimulatedAgent: Sendable, Equatable {
     /// Agent id, unique in the organization and never reused.
@@ -212,36 +204,6 @@ package struct SimulatedSession: Sendable, Equatable {
     package var activePolls: Int
     /// Messages not yet acknowledged.
     package var messages: [AgentMessage]
-}
-
-/// A `major.minor.patch` package version.
-package struct PackageVersion: Sendable, Equatable, Comparable, CustomStringConvertible {
-    /// Major.
-    package let major: Int
-    /// Minor.
-    package let minor: Int
-    /// Patch.
-    package let patch: Int
-
-    /// Builds a version from its parts.
-    package init(major: Int, minor: Int, patch: Int) {
-        self.major = major
-        self.minor = minor
-        self.patch = patch
-    }
-
-    /// Parses `4.266.2`; nil for anything else.
-    package init?(_ text: String) {
-        let parts = text.split(separator: ".").map { Int($0) }
-        guard parts.count == 3, let major = parts[0], let minor = parts[1], let patch = parts[2] else { return nil }
-        self.init(major: major, minor: minor, patch: patch)
-    }
-
-    package var description: String { "\(major).\(minor).\(patch)" }
-
-    package static func < (lhs: PackageVersion, rhs: PackageVersion) -> Bool {
-        (lhs.major, lhs.minor, lhs.patch) < (rhs.major, rhs.minor, rhs.patch)
-    }
 }
 
 /// A published package (`PackageMetadata`).

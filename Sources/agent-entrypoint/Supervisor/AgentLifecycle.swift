@@ -1,0 +1,442 @@
+import Logging
+import Shared
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// What the lifecycle ended with; `main` turns it into the exit code and the termination message.
+struct LifecycleResult: Sendable {
+    /// The exit code.
+    var exitCode: EntrypointExitCode
+    /// Why.
+    var reason: EntrypointExitReason
+    /// One line for people (what to check).
+    var message: String?
+    /// The agent id, once registered.
+    var agentId: Int?
+    /// The job's display name, if one started.
+    var jobName: String?
+    /// The job's result, if it finished.
+    var jobResult: String?
+    /// Whether the registration is gone.
+    var unregistered: Bool
+    /// Phase durations in seconds (total is filled in by `main`).
+    var registrationSeconds: Double?
+    /// Listener start until job start (or exit).
+    var idleSeconds: Double?
+    /// Job start until job end.
+    var jobSeconds: Double?
+    /// Time spent unregistering.
+    var unregistrationSeconds: Double?
+}
+
+/// Everything the lifecycle loop reacts to, posted by its child tasks.
+private enum LifecycleEvent: Sendable {
+    case signal(Int32)
+    case registrationFinished(RegistrationResult)
+    case line(String, generation: Int)
+    case outputEnded(generation: Int)
+    case listenerExited(ExitStatus, generation: Int)
+    case exitGraceElapsed(generation: Int)
+    case killDeadline(generation: Int)
+    case idleTimeout
+    case drainTimeout
+}
+
+/// One registration, exactly one job, always unregistered: the entrypoint's state machine.
+///
+/// All decisions happen in one loop over one event stream (signals, listener lines, exits, timers), so there is
+/// no shared mutable state between tasks. The listener runs as `bin/Agent.Listener run --once` in its own
+/// process group; signals go to that group.
+struct AgentLifecycle: Sendable {
+    /// Settings.
+    let settings: Settings
+    /// Registration and unregistration.
+    let registrar: Registrar
+    /// Starts the listener.
+    let launcher: any ProcessLauncher
+    /// Environment for the listener (no secrets).
+    let listenerEnvironment: [String: String]
+    /// Time.
+    let clock: any ShoalClock
+    /// Lifecycle logger.
+    let logger: Logger
+    /// How long a stopping listener gets before SIGKILL.
+    var stopGracePeriod: Duration = .seconds(4)
+    /// How many self-update relaunches are allowed.
+    var maximumRelaunches = 5
+
+    /// Runs registration, the listener and unregistration; returns how it all ended.
+    func run(signals: AsyncStream<Int32>) async -> LifecycleResult {
+        let (events, sink) = AsyncStream<LifecycleEvent>.makeStream()
+        return await withTaskGroup(of: Void.self, returning: LifecycleResult.self) { group in
+            group.addTask {
+                for await number in signals { sink.yield(.signal(number)) }
+            }
+            var iterator = events.makeAsyncIterator()
+            let result = await runPhases(group: &group, events: &iterator, sink: sink)
+            group.cancelAll()
+            return result
+        }
+    }
+
+    private func runPhases(
+        group: inout TaskGroup<Void>, events: inout AsyncStream<LifecycleEvent>.Iterator,
+        sink: AsyncStream<LifecycleEvent>.Continuation
+    ) async -> LifecycleResult {
+        var result = LifecycleResult(exitCode: .success, reason: .jobCompleted, unregistered: false)
+
+        // Phase 1: register (a signal cancels it; whatever got registered is removed below).
+        let registrationStart = clock.monotonicNow()
+        logger.info("registering agent", metadata: ["pool": "\(settings.pool)", "agent": "\(settings.agentName)", "url": "\(settings.url)"])
+        var stopRequested = false
+        let registration = await withTaskGroup(of: Void.self, returning: RegistrationResult.self) { inner in
+            let timeout = settings.registrationTimeout
+            inner.addTask { [registrar] in
+                sink.yield(.registrationFinished(await registrar.register(timeout: timeout)))
+            }
+            while let event = await events.next() {
+                switch event {
+                case .signal(let number):
+                    logger.notice("signal during registration; stopping", metadata: ["signal": "\(SignalWatcher.name(number))"])
+                    stopRequested = true
+                    inner.cancelAll()
+                case .registrationFinished(let outcome):
+                    return outcome
+                default:
+                    continue
+                }
+            }
+            return .cancelled
+        }
+        result.registrationSeconds = (clock.monotonicNow() - registrationStart).seconds
+
+        switch registration {
+        case .registered(let agentId):
+            result.agentId = agentId
+            logger.info("agent registered", metadata: ["agent.id": "\(agentId.map(String.init) ?? "unknown")", "pool": "\(settings.pool)"])
+        case .refused(let reason, let detail):
+            let advice = reason.advice(settings: settings)
+            logger.error("registration refused", metadata: ["reason": "\(reason.rawValue)", "error": "\(detail)", "check": "\(advice)"])
+            result.exitCode = .registrationRefused
+            result.reason = .registrationRefused
+            result.message = "\(advice) (\(detail))"
+            result.unregistered = true
+            return result
+        case .gaveUp(let detail):
+            logger.error("registration kept failing until its deadline", metadata: ["error": "\(detail)"])
+            result.exitCode = .registrationFailed
+            result.reason = .registrationFailed
+            result.message = "registration did not succeed within \(settings.registrationTimeout.seconds) s: \(detail)"
+            return await finishUnregistering(result)
+        case .cancelled:
+            break
+        }
+        if stopRequested || registration == .cancelled {
+            result.reason = .stoppedWhileIdle
+            return await finishUnregistering(result)
+        }
+
+        // Phase 2: the listener, relaunched after a self-update, until it exits for good.
+        return await superviseListener(result: result, group: &group, events: &events, sink: sink)
+    }
+
+    // MARK: Listener phase
+
+    private struct ListenerState {
+        var generation = 0
+        var process: ChildProcess?
+        var status: ExitStatus?
+        var outputEnded = false
+        var listening = false
+        var jobName: String?
+        var jobResult: String?
+        var jobStartedAt: Duration?
+        var jobEndedAt: Duration?
+        var draining = false
+        var forwarded = false
+        var stopping: EntrypointExitReason?
+        var unregistered = false
+        var relaunches = 0
+        var busyConfirmed = false
+
+        var jobRunning: Bool { jobName != nil && jobResult == nil }
+    }
+
+    private func superviseListener(
+        result initial: LifecycleResult, group: inout TaskGroup<Void>, events: inout AsyncStream<LifecycleEvent>.Iterator,
+        sink: AsyncStream<LifecycleEvent>.Continuation
+    ) async -> LifecycleResult {
+        var result = initial
+        var state = ListenerState()
+        let listenerStart = clock.monotonicNow()
+        let readiness = ReadinessFile(path: settings.readyFile, logger: logger)
+        defer { readiness.remove() }
+
+        guard launchListener(&state, group: &group, sink: sink, result: &result) else {
+            return await finishUnregistering(result)
+        }
+        if let idle = settings.idleTimeout {
+            group.addTask { [clock] in
+                do { try await clock.sleep(for: idle) } catch { return }
+                sink.yield(.idleTimeout)
+            }
+        }
+
+        loop: while let event = await events.next() {
+            switch event {
+            case .signal(let number):
+                let name = SignalWatcher.name(number)
+                if state.stopping != nil || state.draining {
+                    logger.notice("another signal; forwarding it to the listener", metadata: ["signal": "\(name)"])
+                    state.process?.signalGroup(number)
+                    state.forwarded = true
+                } else if state.jobRunning || state.busyConfirmed {
+                    logger.notice(
+                        "signal while a job runs; letting the job finish (a second signal forwards it)",
+                        metadata: ["signal": "\(name)", "job": "\(state.jobName ?? "assigned")"])
+                    startDraining(&state, group: &group, sink: sink)
+                } else {
+                    logger.notice("signal while idle; unregistering and stopping the listener", metadata: ["signal": "\(name)"])
+                    await stopIdleListener(&state, reason: .stoppedWhileIdle, group: &group, sink: sink)
+                }
+
+            case .idleTimeout:
+                guard state.jobName == nil, !state.busyConfirmed, state.stopping == nil, !state.draining else { continue }
+                logger.notice("no job within the idle timeout; unregistering", metadata: ["idle_timeout_seconds": "\(settings.idleTimeout?.seconds ?? 0)"])
+                await stopIdleListener(&state, reason: .idleTimeout, group: &group, sink: sink)
+
+            case .drainTimeout:
+                guard state.jobRunning, !state.forwarded else { continue }
+                logger.warning("drain deadline passed; forwarding SIGTERM to the listener (the job will be canceled)")
+                state.process?.signalGroup(SIGTERM)
+                state.forwarded = true
+
+            case .line(let text, let generation):
+                guard generation == state.generation else { continue }
+                switch ListenerLine(parsing: text) {
+                case .listening where !state.listening:
+                    state.listening = true
+                    readiness.write()
+                    logger.info("agent is listening for jobs", metadata: ["agent.id": "\(result.agentId.map(String.init) ?? "unknown")"])
+                case .jobStarted(let name):
+                    state.jobName = name
+                    state.jobStartedAt = clock.monotonicNow()
+                    logger.info("job started", metadata: ["job": "\(name)"])
+                case .jobCompleted(let name, let jobResult):
+                    state.jobName = state.jobName ?? name
+                    state.jobResult = jobResult
+                    state.jobEndedAt = clock.monotonicNow()
+                    logger.info("job completed", metadata: ["job": "\(name)", "result": "\(jobResult)"])
+                default:
+                    break
+                }
+
+            case .outputEnded(let generation):
+                guard generation == state.generation else { continue }
+                state.outputEnded = true
+                if state.status != nil, await listenerInstanceEnded(&state, group: &group, sink: sink, result: &result) { break loop }
+
+            case .listenerExited(let status, let generation):
+                guard generation == state.generation else { continue }
+                state.status = status
+                logger.info("listener exited", metadata: ["status": "\(status)"])
+                if state.outputEnded {
+                    if await listenerInstanceEnded(&state, group: &group, sink: sink, result: &result) { break loop }
+                } else {
+                    // Job steps that outlive the listener may hold its stdout open; read what is left briefly.
+                    group.addTask { [clock] in
+                        try? await clock.sleep(for: .milliseconds(300))
+                        sink.yield(.exitGraceElapsed(generation: generation))
+                    }
+                }
+
+            case .exitGraceElapsed(let generation):
+                guard generation == state.generation, state.status != nil else { continue }
+                if await listenerInstanceEnded(&state, group: &group, sink: sink, result: &result) { break loop }
+
+            case .killDeadline(let generation):
+                guard generation == state.generation, state.status == nil else { continue }
+                logger.warning("listener did not stop in time; sending SIGKILL")
+                state.process?.signalGroup(SIGKILL)
+
+            case .registrationFinished:
+                continue
+            }
+        }
+
+        // Phase 3: report and unregister.
+        let now = clock.monotonicNow()
+        result.jobName = state.jobName
+        result.jobResult = state.jobResult
+        result.idleSeconds = ((state.jobStartedAt ?? now) - listenerStart).seconds
+        if let started = state.jobStartedAt { result.jobSeconds = ((state.jobEndedAt ?? now) - started).seconds }
+        result.unregistered = state.unregistered
+
+        if state.jobName != nil {
+            result.reason = state.draining ? .drained : .jobCompleted
+            result.exitCode = .success
+        } else if let stopping = state.stopping {
+            result.reason = stopping
+            result.exitCode = .success
+        } else if result.exitCode == .success {
+            result.reason = .listenerFailed
+            result.exitCode = .listenerFailed
+            result.message = "the listener ended with \(state.status.map(String.init(describing:)) ?? "no status") before running a job"
+        }
+        return await finishUnregistering(result)
+    }
+
+    /// Starts (or restarts) the listener; false when it cannot be started (result is set).
+    private func launchListener(
+        _ state: inout ListenerState, group: inout TaskGroup<Void>, sink: AsyncStream<LifecycleEvent>.Continuation,
+        result: inout LifecycleResult
+    ) -> Bool {
+        state.generation += 1
+        state.status = nil
+        state.outputEnded = false
+        let generation = state.generation
+        let executable = settings.agentDirectory + "/bin/Agent.Listener"
+        let process: ChildProcess
+        do {
+            process = try launcher.launch(
+                ProcessSpecification(
+                    executable: executable, arguments: ["run", "--once"], environment: listenerEnvironment,
+                    workingDirectory: settings.agentDirectory))
+        } catch {
+            logger.error("cannot start the listener", metadata: ["error": "\(error)"])
+            result.exitCode = .listenerFailed
+            result.reason = .listenerFailed
+            result.message = error.description
+            return false
+        }
+        logger.info("listener started", metadata: ["pid": "\(process.pid)", "launch": "\(generation)"])
+        state.process = process
+        group.addTask {
+            for await line in process.lines { sink.yield(.line(line, generation: generation)) }
+            sink.yield(.outputEnded(generation: generation))
+        }
+        group.addTask {
+            sink.yield(.listenerExited(await process.exitStatus(), generation: generation))
+        }
+        return true
+    }
+
+    /// Handles the end of one listener process; returns true when the phase is over (false after a relaunch).
+    private func listenerInstanceEnded(
+        _ state: inout ListenerState, group: inout TaskGroup<Void>, sink: AsyncStream<LifecycleEvent>.Continuation,
+        result: inout LifecycleResult
+    ) async -> Bool {
+        guard let status = state.status else { return false }
+        let updating = status == .exited(3) || status == .exited(4)
+        guard updating, state.stopping == nil, !state.forwarded, state.jobResult == nil else { return true }
+        guard state.relaunches < maximumRelaunches else {
+            logger.error("listener asked for too many relaunches", metadata: ["relaunches": "\(state.relaunches)"])
+            return true
+        }
+        state.relaunches += 1
+        logger.info(
+            "listener exited for a self-update; relaunching",
+            metadata: ["status": "\(status)", "delay_seconds": "\(settings.relaunchDelay.seconds)"])
+        try? await clock.sleep(for: settings.relaunchDelay)
+        // Like run.sh: give the updater up to 15 s more to put the new listener in place.
+        let executable = settings.agentDirectory + "/bin/Agent.Listener"
+        let deadline = clock.monotonicNow() + .seconds(15)
+        while access(executable, X_OK) != 0, clock.monotonicNow() < deadline {
+            try? await clock.sleep(for: .milliseconds(200))
+        }
+        return !launchListener(&state, group: &group, sink: sink, result: &result)
+    }
+
+    private func startDraining(
+        _ state: inout ListenerState, group: inout TaskGroup<Void>, sink: AsyncStream<LifecycleEvent>.Continuation
+    ) {
+        state.draining = true
+        if let drain = settings.drainTimeout {
+            group.addTask { [clock] in
+                do { try await clock.sleep(for: drain) } catch { return }
+                sink.yield(.drainTimeout)
+            }
+        }
+    }
+
+    /// Stops a listener that runs no job, busy-safely: unregister first (the service refuses while a job is
+    /// assigned, which tells us one just arrived), then SIGTERM the listener's group.
+    private func stopIdleListener(
+        _ state: inout ListenerState, reason: EntrypointExitReason, group: inout TaskGroup<Void>,
+        sink: AsyncStream<LifecycleEvent>.Continuation
+    ) async {
+        switch await registrar.removeOnce() {
+        case .succeeded:
+            state.unregistered = true
+            logger.info("agent unregistered")
+        case .busy:
+            logger.notice("the service says a job was just assigned; keeping the listener running")
+            state.busyConfirmed = true
+            if reason == .stoppedWhileIdle { startDraining(&state, group: &group, sink: sink) }
+            return
+        case .refused(_, let detail), .transient(let detail):
+            logger.warning("could not unregister before stopping; will retry after the listener stops", metadata: ["error": "\(detail)"])
+        }
+        state.stopping = reason
+        guard state.status == nil, let process = state.process else { return }
+        process.signalGroup(SIGTERM)
+        let generation = state.generation
+        let grace = stopGracePeriod
+        group.addTask { [clock] in
+            do { try await clock.sleep(for: grace) } catch { return }
+            sink.yield(.killDeadline(generation: generation))
+        }
+    }
+
+    // MARK: Unregistration
+
+    private func finishUnregistering(_ input: LifecycleResult) async -> LifecycleResult {
+        var result = input
+        guard !result.unregistered else { return result }
+        let start = clock.monotonicNow()
+        logger.info("unregistering agent")
+        switch await registrar.unregister(timeout: settings.unregistrationTimeout) {
+        case .removed:
+            result.unregistered = true
+            logger.info("agent unregistered")
+        case .failed(let detail):
+            logger.error("unregistration failed; the agent may still be registered", metadata: ["error": "\(detail)"])
+            result.exitCode = .unregistrationFailed
+            result.message = [result.message, "unregistration failed: \(detail)"].compactMap { $0 }.joined(separator: "; ")
+        }
+        result.unregistrationSeconds = (clock.monotonicNow() - start).seconds
+        return result
+    }
+}
+
+/// The readiness-probe file: created when the listener listens, removed at exit.
+struct ReadinessFile: Sendable {
+    /// Its path.
+    let path: String
+    /// Logger.
+    let logger: Logger
+
+    /// Writes the file (content: the time it became ready).
+    func write() {
+        do {
+            try Data((WireTimestamp.format(Date()) + "\n").utf8).write(to: URL(fileURLWithPath: path))
+        } catch {
+            logger.warning("cannot write the readiness file", metadata: ["path": "\(path)", "error": "\(error)"])
+        }
+    }
+
+    /// Deletes the file if present.
+    func remove() {
+        unlink(path)
+    }
+}
