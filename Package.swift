@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "agent-standin", targets: ["agent-standin"]),
         .library(name: "Shared", targets: ["Shared"]),
         .library(name: "Simulators", targets: ["Simulators"]),
+        .library(name: "Kubernetes", targets: ["Kubernetes"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -35,6 +36,19 @@ let package = Package(
         .target(
             name: "Shared",
             dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The small typed Kubernetes client the controller needs. Its own target so that Yams (and the full
+        // Foundation it links) stays out of agent-entrypoint, which every agent image carries.
+        .target(
+            name: "Kubernetes",
+            dependencies: [
+                "Shared",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -111,6 +125,7 @@ let package = Package(
             name: "KubernetesTests",
             dependencies: [
                 "Shared",
+                "Kubernetes",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

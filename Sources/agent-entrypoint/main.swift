@@ -99,6 +99,11 @@ let signals = SignalWatcher.watch([SIGTERM, SIGINT])
 let childEnvironment = ProcessEnvironment.childEnvironment(from: environment, secrets: EntrypointEnvironment.secretVariables)
 logger.info("starting", metadata: ["pid": "\(getpid())", "uid": "\(getuid())", "agent_dir": "\(settings.agentDirectory)"])
 
+/// Seconds rounded to milliseconds, so the termination message stays short.
+func milliseconds(_ seconds: Double?) -> Double? {
+    seconds.map { ($0 * 1000).rounded() / 1000 }
+}
+
 /// Builds the termination message from a lifecycle result.
 func report(_ result: LifecycleResult) -> TerminationMessage {
     TerminationMessage(
@@ -106,8 +111,9 @@ func report(_ result: LifecycleResult) -> TerminationMessage {
         agentId: result.agentId, pool: settings.pool, jobName: result.jobName, jobResult: result.jobResult,
         unregistered: result.unregistered,
         durations: .init(
-            registration: result.registrationSeconds, idle: result.idleSeconds, job: result.jobSeconds,
-            unregistration: result.unregistrationSeconds, total: Date().timeIntervalSince(startedAt)),
+            registration: milliseconds(result.registrationSeconds), idle: milliseconds(result.idleSeconds),
+            job: milliseconds(result.jobSeconds), unregistration: milliseconds(result.unregistrationSeconds),
+            total: milliseconds(Date().timeIntervalSince(startedAt)) ?? 0),
         startedAt: WireTimestamp.format(startedAt), finishedAt: WireTimestamp.format(Date()))
 }
 

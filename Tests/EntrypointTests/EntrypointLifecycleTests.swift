@@ -17,6 +17,7 @@ struct EntrypointLifecycleTests {
         try await withEntrypointWorld { simulator, fixture in
             let running = try fixture.start()
             let agent = try await simulator.organization.waitUntilOnline(fixture.agentName)
+            try await running.waitForOutput("agent is listening for jobs")
             #expect(FileManager.default.fileExists(atPath: fixture.path("ready")), "readiness file written once listening")
             let requestId = try await simulator.organization.queueJobOrThrow(
                 JobSpecification(pool: "pool-a", name: "Build", script: "echo hello-from-the-job"))
@@ -128,6 +129,35 @@ struct EntrypointLifecycleTests {
         }
     }
 
+    @Test("drain deadline: after AZP_DRAIN_TIMEOUT the signal is forwarded and the job canceled")
+    func drainDeadline() async throws {
+        try await withEntrypointWorld { simulator, fixture in
+            var fixture = fixture
+            fixture.environment["AZP_DRAIN_TIMEOUT"] = "1"
+            let running = try fixture.start()
+            _ = try await simulator.organization.waitUntilOnline(fixture.agentName)
+            let requestId = try await simulator.organization.queueJobOrThrow(
+                JobSpecification(pool: "pool-a", name: "TooLong", durationSeconds: 90))
+            try await running.waitForOutput("Running job: TooLong")
+            running.send(SIGTERM)
+            #expect(try await running.waitForExit() == 0, "\(running.output)")
+            #expect(running.log.contains("drain deadline passed"))
+            let snapshot = await simulator.organization.snapshot()
+            #expect(snapshot.request(requestId)?.result == .canceled)
+            #expect(snapshot.agent(named: fixture.agentName) == nil)
+        }
+    }
+
+    @Test("root without AGENT_ALLOW_RUNASROOT: exit 2 naming the variable", .enabled(if: getuid() == 0))
+    func rootNeedsPermission() async throws {
+        var fixture = try EntrypointFixture.make(organizationURL: "http://127.0.0.1:9/org", installAgent: false)
+        defer { fixture.cleanUp() }
+        fixture.environment["AGENT_ALLOW_RUNASROOT"] = nil
+        let running = try fixture.start()
+        #expect(try await running.waitForExit() == 2)
+        #expect(running.log.contains("AGENT_ALLOW_RUNASROOT"))
+    }
+
     @Test("self-update: the listener exits 4 and is relaunched, so the one job still runs")
     func selfUpdateRelaunch() async throws {
         try await withEntrypointWorld { simulator, fixture in
@@ -158,6 +188,49 @@ struct EntrypointLifecycleTests {
             let message = try running.terminationMessage()
             #expect(message.reason == .registrationRefused)
             #expect(message.message?.contains("AZP_TOKEN") == true)
+        }
+    }
+
+    @Test("transient registration failures (503) are retried with backoff, then the agent registers")
+    func transientRegistrationFailure() async throws {
+        try await withEntrypointWorld { simulator, fixture in
+            var fixture = fixture
+            fixture.environment["AZP_IDLE_TIMEOUT"] = "0.5"
+            simulator.organization.addFault(FaultRule(.serverError(status: 503), route: "pools", method: "GET", count: 2))
+            let running = try fixture.start()
+            #expect(try await running.waitForExit() == 0, "\(running.output)")
+            #expect(running.log.contains("registration failed; retrying"))
+            #expect(simulatorEverRegistered(await simulator.organization.snapshot(), fixture.agentName))
+            #expect(try running.terminationMessage().reason == .idleTimeout)
+        }
+    }
+
+    @Test("AZP_TOKEN_FILE: the token is read from a file")
+    func tokenFile() async throws {
+        try await withEntrypointWorld { simulator, fixture in
+            var fixture = fixture
+            let file = fixture.path("token")
+            try Data("\(EntrypointFixture.pat)\n".utf8).write(to: URL(fileURLWithPath: file))
+            fixture.environment["AZP_TOKEN"] = nil
+            fixture.environment["AZP_TOKEN_FILE"] = file
+            fixture.environment["AZP_IDLE_TIMEOUT"] = "0.5"
+            let running = try fixture.start()
+            #expect(try await running.waitForExit() == 0, "\(running.output)")
+            #expect(simulatorEverRegistered(await simulator.organization.snapshot(), fixture.agentName))
+            #expect(await simulator.organization.snapshot().agent(named: fixture.agentName) == nil)
+        }
+    }
+
+    @Test("registration deadline: persistent 503 ends with exit 4")
+    func registrationDeadline() async throws {
+        try await withEntrypointWorld { simulator, fixture in
+            var fixture = fixture
+            fixture.environment["AZP_REGISTRATION_TIMEOUT"] = "2"
+            simulator.organization.addFault(FaultRule(.serverError(status: 503), route: "pools", method: "GET"))
+            let running = try fixture.start()
+            #expect(try await running.waitForExit() == EntrypointExitCode.registrationFailed.rawValue, "\(running.output)")
+            #expect(await simulator.organization.snapshot().agents.isEmpty)
+            #expect(try running.terminationMessage().reason == .registrationFailed)
         }
     }
 

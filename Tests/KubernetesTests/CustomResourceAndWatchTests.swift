@@ -1,4 +1,5 @@
 import Foundation
+import Kubernetes
 import Shared
 import Testing
 

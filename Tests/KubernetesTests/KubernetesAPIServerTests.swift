@@ -1,4 +1,5 @@
 import Foundation
+import Kubernetes
 import Shared
 import Testing
 
@@ -77,6 +78,39 @@ struct KubernetesAPIServerTests {
             let terminated = try #require(finished.status?.containerStatuses?.first?.state?.terminated)
             #expect(finished.status?.phase == "Failed")
             #expect(terminated.exitCode == 3 && terminated.reason == "Error" && terminated.message == "agent crashed")
+        }
+    }
+
+    @Test func podFromTemplateKeepsUnmodelledFields() async throws {
+        try await KubeTestContext.run { k in
+            // A pod template as a custom resource would carry it, with fields the typed models do not know.
+            let template: KubeJSON = [
+                "metadata": ["labels": ["app": "agent"]],
+                "spec": [
+                    "enableServiceLinks": false,
+                    "volumes": [["name": "work", "emptyDir": ["sizeLimit": "1Gi"]]],
+                    "containers": [["name": "agent", "image": "example.invalid/agent:1", "volumeMounts": [["name": "work", "mountPath": "/work"]],
+                                    "startupProbe": ["exec": ["command": ["true"]], "periodSeconds": 7]]],
+                ],
+            ]
+            var pod = DynamicObject(template)
+            pod.json["apiVersion"] = "v1"
+            pod.json["kind"] = "Pod"
+            var metadata = pod.metadata
+            metadata.generateName = "templated-"
+            metadata.labels?["shoal.dev/pool"] = "p1"
+            pod.metadata = metadata
+            pod.json = pod.json.merging(["spec": ["restartPolicy": "Never", "terminationGracePeriodSeconds": 5]])
+            let created = try await k.admin.create(pod, .pods, namespace: nil)
+            let name = try #require(created.metadata.name)
+            let fetched = try await k.admin.get(DynamicObject.self, .pods, namespace: nil, name: name)
+            #expect(fetched.spec?["enableServiceLinks"] == false)
+            #expect(fetched.spec?["volumes"]?.arrayValue?.first?["emptyDir"]?["sizeLimit"] == "1Gi")
+            #expect(fetched.spec?["containers"]?.arrayValue?.first?["startupProbe"]?["periodSeconds"] == 7)
+            #expect(fetched.spec?["terminationGracePeriodSeconds"] == 5)
+            #expect(fetched.metadata.labels == ["app": "agent", "shoal.dev/pool": "p1"])
+            let typed = try fetched.decode(as: Pod.self)
+            #expect(typed.spec?.restartPolicy == "Never")
         }
     }
 

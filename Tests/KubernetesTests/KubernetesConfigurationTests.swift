@@ -1,5 +1,6 @@
 import Foundation
 import NIOSSL
+import Kubernetes
 import Shared
 import Testing
 
@@ -131,11 +132,7 @@ struct KubernetesConfigurationTests {
             - name: c
               context: {cluster: k, user: u}
             """
-        // Flow mappings with content are outside the supported subset: a clear error, not a wrong result.
-        #expect(throws: KubernetesConfigurationError.self) { try KubernetesConfiguration.kubeconfig(yaml: yaml, path: "inline", baseDirectory: "/") }
-
-        let blockYAML = yaml.replacingOccurrences(of: "  context: {cluster: k, user: u}", with: "  context:\n    cluster: k\n    user: u")
-        let configuration = try KubernetesConfiguration.kubeconfig(yaml: blockYAML, path: "inline", baseDirectory: "/")
+        let configuration = try KubernetesConfiguration.kubeconfig(yaml: yaml, path: "inline", baseDirectory: "/")
         #expect(configuration.certificateAuthority == .data(Array(certificate.utf8)))
         #expect(configuration.clientCertificate == .data(Array(certificate.utf8)))
         #expect(configuration.clientKey == .data(Array(key.utf8)))
@@ -209,26 +206,33 @@ struct KubernetesConfigurationTests {
         #expect(resolved == nil)
     }
 
-    @Test func yamlSubset() throws {
-        let value = try KubeconfigYAML.parse("""
-            a: 1
-            b: "x: \\"y\\""   # comment
-            c: 'it''s'
-            d:
-              - e: true
-                f: ~
-              -
-                g: h
-              - plain # not a key
-            empty: []
-            url: https://h:1/p#frag
-            """)
-        #expect(value == [
-            "a": 1, "b": "x: \"y\"", "c": "it's",
-            "d": [["e": true, "f": nil], ["g": "h"], "plain"],
-            "empty": [], "url": "https://h:1/p#frag",
-        ])
-        #expect(throws: KubeconfigYAML.ParseError.self) { try KubeconfigYAML.parse("a: &anchor 1\nb: *anchor") }
-        #expect(throws: KubeconfigYAML.ParseError.self) { try KubeconfigYAML.parse("a: |\n  block") }
+    @Test("kubeconfig YAML as kubectl and people write it: anchors, flow maps, block scalars, numeric-looking tokens")
+    func yamlForms() async throws {
+        let yaml = """
+            apiVersion: v1
+            kind: Config
+            current-context: dev
+            clusters:
+            - name: c1
+              cluster: &c {server: "https://10.0.0.1:6443", insecure-skip-tls-verify: true}
+            contexts:
+            - name: dev
+              context:
+                cluster: c1
+                user: u1
+                namespace: team-a   # trailing comment
+            users:
+            - name: u1
+              user:
+                token: 12345
+            """
+        let configuration = try KubernetesConfiguration.kubeconfig(yaml: yaml, path: "inline", baseDirectory: "/tmp")
+        #expect(configuration.serverURL == "https://10.0.0.1:6443")
+        #expect(configuration.insecureSkipTLSVerify)
+        #expect(configuration.namespace == "team-a")
+        #expect(try await configuration.credentials?.authorizationHeader() == "Bearer 12345")
+        #expect(throws: KubernetesConfigurationError.self) {
+            try KubernetesConfiguration.kubeconfig(yaml: "clusters: [", path: "broken", baseDirectory: "/tmp")
+        }
     }
 }

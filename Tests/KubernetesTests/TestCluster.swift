@@ -1,4 +1,5 @@
 import Foundation
+import Kubernetes
 import Shared
 import Synchronization
 import Testing
@@ -55,7 +56,7 @@ actor TestCluster {
             TestCluster.stopSynchronously(dir)
             try? FileManager.default.removeItem(atPath: dir)
         }
-        let (status, output) = try await runScript(["start", dir], blocking: false)
+        let (status, output) = try await runScript(["start", dir])
         guard status == 0 else {
             throw ClusterUnavailable(description: "scripts/local-k8s start \(dir) failed (exit \(status)):\n\(output.suffix(3000))")
         }

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import Kubernetes
 import Shared
 import Synchronization
 import Testing

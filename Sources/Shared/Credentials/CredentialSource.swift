@@ -3,13 +3,6 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// Supplies the `Authorization` header for Azure DevOps requests.
 ///
@@ -96,26 +89,28 @@ package actor TokenFileSource: CredentialSource {
     }
 }
 
-/// What identifies a version of a file cheaply: Kubernetes rotates mounted Secrets by swapping a symlink.
-struct FileStamp: Equatable {
-    let inode: UInt64
-    let size: Int64
-    let modifiedSeconds: Int
-    let modifiedNanoseconds: Int
+/// What identifies a version of a file cheaply: Kubernetes rotates mounted Secrets by swapping a symlink, so the
+/// path is resolved first and the target's inode, size and modification time are compared.
+package struct FileStamp: Equatable {
+    package let target: String
+    package let inode: UInt64
+    package let size: UInt64
+    package let modified: Date
 
-    init(path: String) throws(CredentialError) {
-        var info = stat()
-        guard stat(path, &info) == 0 else {
-            throw .unreadable(path: path, reason: String(cString: strerror(errno)))
+    package init(path: String) throws(CredentialError) {
+        target = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        let attributes: [FileAttributeKey: Any]
+        do {
+            attributes = try FileManager.default.attributesOfItem(atPath: target)
+        } catch {
+            throw .unreadable(path: path, reason: "\(error)")
         }
-        inode = UInt64(info.st_ino)
-        size = Int64(info.st_size)
-        #if canImport(Darwin)
-        modifiedSeconds = Int(info.st_mtimespec.tv_sec)
-        modifiedNanoseconds = Int(info.st_mtimespec.tv_nsec)
-        #else
-        modifiedSeconds = Int(info.st_mtim.tv_sec)
-        modifiedNanoseconds = Int(info.st_mtim.tv_nsec)
-        #endif
+        inode = Self.unsigned(attributes[.systemFileNumber])
+        size = Self.unsigned(attributes[.size])
+        modified = attributes[.modificationDate] as? Date ?? .distantPast
+    }
+
+    private static func unsigned(_ value: Any?) -> UInt64 {
+        (value as? any BinaryInteger).map { UInt64(truncatingIfNeeded: $0) } ?? 0
     }
 }

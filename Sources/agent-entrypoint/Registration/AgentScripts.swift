@@ -104,6 +104,8 @@ struct AgentScripts: Sendable {
         }
         var environment = baseEnvironment
         environment["VSTS_AGENT_INPUT_TOKEN"] = token
+        let command = arguments.first == "remove" ? "remove" : "configure"
+        logger.debug("starting config.sh", metadata: ["command": "\(command)"])
         let process: ChildProcess
         do {
             process = try launcher.launch(
@@ -125,7 +127,7 @@ struct AgentScripts: Sendable {
             process.signalGroup(SIGTERM)
         }
         let outcome = Self.classify(status: status, output: tail)
-        logger.debug("config.sh finished", metadata: ["command": "\(arguments.first == "remove" ? "remove" : "configure")", "status": "\(status)"])
+        logger.debug("config.sh finished", metadata: ["command": "\(command)", "status": "\(status)"])
         return outcome
     }
 

@@ -282,7 +282,12 @@ struct AgentLifecycle: Sendable {
         if let started = state.jobStartedAt { result.jobSeconds = ((state.jobEndedAt ?? now) - started).seconds }
         result.unregistered = state.unregistered
 
-        if state.jobName != nil {
+        if state.jobName != nil, state.jobResult == nil, !state.forwarded {
+            // The listener died while the job ran: the job's outcome is unknown (the service abandons it).
+            result.reason = .listenerFailed
+            result.exitCode = .listenerFailed
+            result.message = "the listener ended with \(state.status.map(String.init(describing:)) ?? "no status") while job '\(state.jobName ?? "")' ran"
+        } else if state.jobName != nil {
             result.reason = state.draining ? .drained : .jobCompleted
             result.exitCode = .success
         } else if let stopping = state.stopping {

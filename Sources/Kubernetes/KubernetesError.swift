@@ -1,3 +1,4 @@
+import Shared
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else

@@ -1,3 +1,4 @@
+import Shared
 import AsyncHTTPClient
 import Logging
 import NIOCore

@@ -1,3 +1,5 @@
+import Shared
+import Yams
 import NIOSSL
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -237,7 +239,7 @@ extension KubernetesConfiguration {
     ) throws(KubernetesConfigurationError) -> KubernetesConfiguration {
         let file: KubeconfigFile
         do {
-            file = try KubeconfigYAML.parse(yaml).decode(as: KubeconfigFile.self)
+            file = try YAMLDecoder().decode(KubeconfigFile.self, from: yaml)
         } catch {
             throw .invalidKubeconfig(path: path, detail: "\(error)")
         }

@@ -1,3 +1,4 @@
+import Shared
 import AsyncHTTPClient
 import NIOCore
 #if canImport(FoundationEssentials)

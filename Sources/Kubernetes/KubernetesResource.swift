@@ -1,3 +1,4 @@
+import Shared
 /// Which REST collection an object lives in: API group, version, plural resource name, and namespace scope.
 ///
 /// The client is generic over this description, so custom resources (`agentpools.shoal.dev`) need no new code.

@@ -1,3 +1,4 @@
+import Shared
 import Logging
 
 /// What a ``ListWatch`` reports: a full snapshot, then changes.
