@@ -63,6 +63,7 @@ let package = Package(
             name: "Simulators",
             dependencies: [
                 "Shared",
+                "Kubernetes",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -97,6 +98,7 @@ let package = Package(
             dependencies: [
                 "Simulators",
                 "Shared",
+                "Kubernetes",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -126,6 +128,7 @@ let package = Package(
             dependencies: [
                 "Shared",
                 "Kubernetes",
+                "Simulators",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -160,7 +160,7 @@ extension Settings {
 }
 
 /// The command line; every option mirrors an environment variable, which it overrides.
-struct EntrypointOptions: ParsableArguments {
+struct EntrypointOptions: ParsableCommand {
     /// Help text shown by `--help`.
     static let configuration = CommandConfiguration(
         commandName: "agent-entrypoint",
@@ -230,6 +230,6 @@ struct EntrypointOptions: ParsableArguments {
     @Option(name: .long, help: "Log level [LOG_LEVEL], default info.")
     var logLevel: String?
 
-    /// Required by `ParsableArguments`.
+    /// Required by `ParsableCommand`; `main` parses and never calls `run()`.
     init() {}
 }

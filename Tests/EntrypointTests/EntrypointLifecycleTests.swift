@@ -363,6 +363,24 @@ struct EntrypointLifecycleTests {
         }
     }
 
+    @Test("agent download: a package whose SHA-256 does not match the published hash is refused (exit 7)")
+    func agentDownloadHashMismatch() async throws {
+        try await withEntrypointWorld(installAgent: false) { simulator, fixture in
+            var fixture = fixture
+            fixture.environment["AZP_AGENT_PLATFORM"] = "linux-x64"
+            let organization = simulator.organization
+            let url = await organization.registerDownload(filename: "tampered.tar.gz", contents: Array("tampered".utf8))
+            await organization.publishPackage(PackageSpecification(
+                platform: "linux-x64", version: PackageVersion(major: 4, minor: 270, patch: 0), downloadUrl: url,
+                hashValue: String(repeating: "ab", count: 32)))
+            let running = try fixture.start()
+            #expect(try await running.waitForExit() == EntrypointExitCode.agentDownloadFailed.rawValue, "\(running.output)")
+            #expect(running.log.contains("SHA-256"))
+            #expect(await organization.snapshot().agents.isEmpty)
+            #expect(try running.terminationMessage().reason == .agentDownloadFailed)
+        }
+    }
+
     @Test("AZP_REQUIRE_DOCKER=true without a usable socket: exit 8 before registering")
     func requireDocker() async throws {
         try await withEntrypointWorld { simulator, fixture in

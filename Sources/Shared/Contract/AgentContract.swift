@@ -21,7 +21,8 @@ package enum EntrypointExitCode: Int32, Sendable, CaseIterable, Codable {
     case registrationFailed = 4
     /// The listener crashed or exited with an error before a job ran; the agent was unregistered.
     case listenerFailed = 5
-    /// Unregistration failed within its deadline; the agent may still be registered and must be deleted.
+    /// Unregistration failed within its deadline and no job ran; the agent may still be registered and must be
+    /// deleted. (When a job ran the code stays 0 and the termination message says `unregistered: false`.)
     case unregistrationFailed = 6
     /// The agent directory held no agent and downloading one from the organization failed.
     case agentDownloadFailed = 7

@@ -416,7 +416,9 @@ struct AgentLifecycle: Sendable {
             logger.info("agent unregistered")
         case .failed(let detail):
             logger.error("unregistration failed; the agent may still be registered", metadata: ["error": "\(detail)"])
-            result.exitCode = .unregistrationFailed
+            // The contract: exit 0 whenever a job ran. The termination message's `unregistered: false` tells the
+            // controller to delete the registration; without a job the failure is the outcome, so it is the code.
+            if result.jobName == nil || result.exitCode != .success { result.exitCode = .unregistrationFailed }
             result.message = [result.message, "unregistration failed: \(detail)"].compactMap { $0 }.joined(separator: "; ")
         }
         result.unregistrationSeconds = (clock.monotonicNow() - start).seconds

@@ -79,6 +79,9 @@ struct AgentInstaller: Sendable {
         defer { unlink(archive) }
         logger.info("downloading agent", metadata: ["version": "\(package.version)", "url": "\(package.downloadUrl)"])
         try await download(package.downloadUrl, to: archive)
+        if let expected = package.hashValue?.lowercased(), !expected.isEmpty {
+            try await verify(archive, sha256: expected)
+        }
 
         let tar = access("/bin/tar", X_OK) == 0 ? "/bin/tar" : "/usr/bin/tar"
         let process: ChildProcess
@@ -118,6 +121,33 @@ struct AgentInstaller: Sendable {
         } catch {
             throw AgentDownloadError(description: "downloading \(url) failed: \(error)")
         }
+    }
+
+    /// Compares the archive's SHA-256 (via `sha256sum`, no crypto library needed) with the published hash.
+    private func verify(_ archive: String, sha256 expected: String) async throws(AgentDownloadError) {
+        let candidates: [String] = ["/usr/bin/sha256sum", "/bin/sha256sum"]
+        let tool = candidates.first { access($0, X_OK) == 0 }
+        guard let tool else {
+            logger.warning("sha256sum not found; the agent package's hash is not verified")
+            return
+        }
+        let process: ChildProcess
+        do {
+            process = try launcher.launch(
+                ProcessSpecification(
+                    executable: tool, arguments: [archive], environment: [:], workingDirectory: nil, forwardOutput: false))
+        } catch {
+            throw AgentDownloadError(description: error.description)
+        }
+        var output: [String] = []
+        for await line in process.lines { output.append(line) }
+        guard await process.exitStatus() == .exited(0), let actual = output.first?.split(separator: " ").first else {
+            throw AgentDownloadError(description: "cannot compute the SHA-256 of \(archive)")
+        }
+        guard actual.lowercased() == expected else {
+            throw AgentDownloadError(description: "the agent package's SHA-256 is \(actual), but the organization published \(expected)")
+        }
+        logger.info("agent package hash verified", metadata: ["sha256": "\(expected)"])
     }
 
     private func mkdirAll(_ path: String) -> Bool {
