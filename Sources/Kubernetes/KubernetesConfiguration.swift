@@ -184,7 +184,7 @@ extension KubernetesConfiguration {
         return KubernetesConfiguration(
             serverURL: "https://\(bracketed):\(port)",
             certificateAuthority: .file(paths.caFile),
-            credentials: BearerTokenFileSource(path: paths.tokenFile),
+            credentials: TokenFileSource(path: paths.tokenFile, scheme: .bearer),
             namespace: namespace,
             origin: "in-cluster ServiceAccount (\(paths.tokenFile))"
         )
@@ -286,12 +286,12 @@ extension KubernetesConfiguration {
         configuration.clientKey = try pem(data: user.clientKeyData, file: user.clientKey, field: "client-key")
         if let token = user.token, !token.isEmpty {
             do {
-                configuration.credentials = try StaticBearerTokenSource(token: token, origin: "kubeconfig \(path) user \(userName)")
+                configuration.credentials = try StaticTokenSource(token: token, origin: "kubeconfig \(path) user \(userName)", scheme: .bearer)
             } catch {
                 throw .invalidKubeconfig(path: path, detail: "user '\(userName)' has an empty token")
             }
         } else if let tokenFile = user.tokenFile, !tokenFile.isEmpty {
-            configuration.credentials = BearerTokenFileSource(path: resolve(tokenFile))
+            configuration.credentials = TokenFileSource(path: resolve(tokenFile), scheme: .bearer)
         }
         return configuration
     }
@@ -372,58 +372,3 @@ private struct KubeconfigFile: Decodable {
     }
 }
 
-// MARK: - Bearer tokens
-
-/// A bearer token given directly (a kubeconfig `token`).
-package struct StaticBearerTokenSource: CredentialSource {
-    private let token: String
-    /// Where the token came from, for messages.
-    package let origin: String
-
-    /// Wraps a token; fails when it is blank.
-    package init(token: String, origin: String) throws(CredentialError) {
-        let trimmed = token.trimmingWhitespace()
-        guard !trimmed.isEmpty else { throw .empty(source: origin) }
-        self.token = trimmed
-        self.origin = origin
-    }
-
-    package func authorizationHeader() async throws(CredentialError) -> String { "Bearer " + token }
-    package var summary: String { "bearer token from \(origin)" }
-}
-
-/// A bearer token read from a file (the projected ServiceAccount token) and re-read whenever the file changes.
-///
-/// The kubelet rotates projected tokens by swapping a symlink, so the file's inode/size/mtime stamp changes;
-/// reading on every request would cost a syscall storm, reading once would use an expired token after an hour.
-package actor BearerTokenFileSource: CredentialSource {
-    /// The token file's path.
-    package nonisolated let path: String
-    private var cached: (stamp: FileStamp, token: String)?
-
-    /// Reads from `path` lazily; the first use fails if the file is missing or empty.
-    package init(path: String) {
-        self.path = path
-    }
-
-    package nonisolated var summary: String { "bearer token from file \(path)" }
-
-    package func authorizationHeader() async throws(CredentialError) -> String {
-        "Bearer " + (try currentToken())
-    }
-
-    /// The token as the file holds it now, trimmed; re-read only when the file's stamp changed.
-    package func currentToken() throws(CredentialError) -> String {
-        let stamp = try FileStamp(path: path)
-        if let cached, cached.stamp == stamp { return cached.token }
-        let token: String
-        do {
-            token = try String(contentsOfFile: path, encoding: .utf8).trimmingWhitespace()
-        } catch {
-            throw .unreadable(path: path, reason: "\(error)")
-        }
-        guard !token.isEmpty else { throw .empty(source: "file \(path)") }
-        cached = (stamp, token)
-        return token
-    }
-}

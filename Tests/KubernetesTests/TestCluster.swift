@@ -127,7 +127,7 @@ struct KubeTestContext: Sendable {
     static func client(_ cluster: ClusterInfo, token: String, namespace: String) throws -> KubernetesClient {
         let configuration = KubernetesConfiguration(
             serverURL: cluster.apiServerURL, certificateAuthority: .file(cluster.caFile),
-            credentials: try StaticBearerTokenSource(token: token, origin: "test"), namespace: namespace
+            credentials: try StaticTokenSource(token: token, origin: "test", scheme: .bearer), namespace: namespace
         )
         return try KubernetesClient(configuration: configuration, options: KubernetesClientOptions(retry: RetryPolicy(maxAttempts: 3, initialBackoff: .milliseconds(100))))
     }

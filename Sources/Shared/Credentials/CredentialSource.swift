@@ -30,6 +30,30 @@ package enum CredentialError: Error, CustomStringConvertible, Equatable {
     }
 }
 
+/// How a token goes into the `Authorization` header.
+package enum TokenScheme: Sendable, Equatable {
+    /// An Azure DevOps personal access token: HTTP Basic with an empty user name, as the service expects.
+    case personalAccessToken
+    /// A bearer token (Kubernetes ServiceAccount tokens, later Entra ID access tokens).
+    case bearer
+
+    /// The header value for a token; surrounding whitespace (a trailing newline) is dropped.
+    package func header(_ token: String) -> String {
+        switch self {
+        case .personalAccessToken: PersonalAccessToken.basicHeader(token)
+        case .bearer: "Bearer " + token.trimmingWhitespace()
+        }
+    }
+
+    /// What to call the token in messages.
+    var noun: String {
+        switch self {
+        case .personalAccessToken: "PAT"
+        case .bearer: "bearer token"
+        }
+    }
+}
+
 /// A personal access token sent as HTTP Basic with an empty user name, as the service expects.
 package enum PersonalAccessToken {
     /// The `Authorization` header value for a PAT; surrounding whitespace (a trailing newline) is dropped.
@@ -39,41 +63,49 @@ package enum PersonalAccessToken {
     }
 }
 
-/// A PAT given directly (from an environment variable or a flag).
+/// A token given directly (from an environment variable, a flag or a kubeconfig).
 package struct StaticTokenSource: CredentialSource {
     private let token: String
     /// Where the token came from, for messages (e.g. `AZDO_TOKEN`).
     package let origin: String
+    /// How the token is sent.
+    package let scheme: TokenScheme
 
     /// Wraps a token; fails when it is blank.
-    package init(token: String, origin: String) throws(CredentialError) {
+    package init(token: String, origin: String, scheme: TokenScheme = .personalAccessToken) throws(CredentialError) {
         guard !token.trimmingWhitespace().isEmpty else { throw .empty(source: origin) }
         self.token = token
         self.origin = origin
+        self.scheme = scheme
     }
 
-    package func authorizationHeader() async throws(CredentialError) -> String { PersonalAccessToken.basicHeader(token) }
-    package var summary: String { "PAT from \(origin)" }
+    package func authorizationHeader() async throws(CredentialError) -> String { scheme.header(token) }
+    package var summary: String { "\(scheme.noun) from \(origin)" }
 }
 
-/// A PAT read from a file (a mounted Secret) and re-read whenever the file changes, so rotation needs no restart.
+/// A token read from a file (a mounted Secret, a projected ServiceAccount token) and re-read whenever the file
+/// changes, so rotation needs no restart; reading on every request would be wasteful, reading once would keep
+/// using an expired token.
 package actor TokenFileSource: CredentialSource {
     /// The token file's path.
     package nonisolated let path: String
+    /// How the token is sent.
+    package nonisolated let scheme: TokenScheme
     private var cached: (stamp: FileStamp, token: String)?
 
     /// Reads from `path` lazily; the first use fails if the file is missing or empty.
-    package init(path: String) {
+    package init(path: String, scheme: TokenScheme = .personalAccessToken) {
         self.path = path
+        self.scheme = scheme
     }
 
-    package nonisolated var summary: String { "PAT from file \(path)" }
+    package nonisolated var summary: String { "\(scheme.noun) from file \(path)" }
 
     package func authorizationHeader() async throws(CredentialError) -> String {
-        PersonalAccessToken.basicHeader(try currentToken())
+        scheme.header(try currentToken())
     }
 
-    /// The token as the file holds it now, trimmed; re-read only when size, mtime or inode changed.
+    /// The token as the file holds it now, trimmed; re-read only when the file's stamp changed.
     package func currentToken() throws(CredentialError) -> String {
         let stamp = try FileStamp(path: path)
         if let cached, cached.stamp == stamp { return cached.token }
