@@ -5,15 +5,15 @@ import Shared
 import Simulators
 import Synchronization
 
-/// `shoal-sim demo`: the local demo of what exists so far — a simulated organization and stand-in agents that
-/// each register, run exactly one job, and unregister, the way `agent-entrypoint` will drive them.
+/// `shoal-sim demo`: the local demo of what exists so far — a simulated organization and agent slots that each
+/// run the real `agent-entrypoint` on a stand-in agent: register, exactly one job, unregister.
 ///
 /// It ends with a summary and exits non-zero if any invariant broke (a job not served, a job served twice, a
 /// registration left behind).
 struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
-        abstract: "Run the local demo: a simulated Azure DevOps organization and stand-in agents running jobs.")
+        abstract: "Run the local demo: a simulated Azure DevOps organization and agent-entrypoint processes running jobs.")
 
     @Option(help: "Number of agent slots running side by side.")
     var agents: Int = 3
@@ -43,7 +43,7 @@ struct DemoCommand: AsyncParsableCommand {
         knobs.messageLongPollTimeout = .seconds(1)
         let configuration = SimulatorConfiguration(personalAccessTokens: ["demo-pat"], pools: ["demo"], knobs: knobs)
 
-        print("Shoal local demo — Azure DevOps is simulated, the agents are stand-in processes")
+        print("Shoal local demo — Azure DevOps is simulated; each agent is the real agent-entrypoint on a stand-in agent")
         print("  workspace and agent logs: \(workspace.path)")
         let outcome = try await AzureDevOpsSimulator.withSimulator(configuration, logger: logger) { simulator in
             print("  organization: \(simulator.organizationURL)  pool: demo  agents: \(agents)  jobs: \(jobs)\n")
@@ -153,7 +153,8 @@ final class StopFlag: Sendable {
     var isSet: Bool { state.withLock { $0 } }
 }
 
-/// One agent slot: repeatedly lays out a stand-in agent, registers it, runs one job, and unregisters it.
+/// One agent slot, as a pod would be: lays out a stand-in agent and runs `agent-entrypoint` on it, which
+/// registers the agent, runs exactly one job and unregisters it; then the slot starts over with a new name.
 struct AgentSlot: Sendable {
     let slot: Int
     let listener: URL
@@ -161,6 +162,10 @@ struct AgentSlot: Sendable {
     let organizationURL: String
 
     func cycle(until stop: StopFlag) async throws {
+        let entrypoint = listener.deletingLastPathComponent().appendingPathComponent("agent-entrypoint")
+        guard FileManager.default.isExecutableFile(atPath: entrypoint.path) else {
+            throw ValidationError("agent-entrypoint not found at \(entrypoint.path); build it first (swift build)")
+        }
         var round = 0
         while !stop.isSet {
             round += 1
@@ -172,22 +177,26 @@ struct AgentSlot: Sendable {
             let output = try FileHandle(forWritingTo: log)
             defer { try? output.close() }
             var environment = ProcessInfo.processInfo.environment
+            environment["AZP_URL"] = organizationURL
+            environment["AZP_TOKEN"] = "demo-pat"
+            environment["AZP_POOL"] = "demo"
+            environment["AZP_AGENT_NAME"] = name
+            environment["AZP_AGENT_DIR"] = directory.path
+            environment["AZP_TERMINATION_LOG"] = workspace.appendingPathComponent("\(name).termination").path
+            environment["AZP_READY_FILE"] = workspace.appendingPathComponent("\(name).ready").path
+            environment["AZP_RELAUNCH_DELAY"] = "0"
             environment["AGENT_ALLOW_RUNASROOT"] = "1"
-            environment["VSTS_AGENT_INPUT_TOKEN"] = "demo-pat"
-            environment["AGENT_STANDIN_RELAUNCH_DELAY"] = "0"
-            let configure = ["--unattended", "--url", organizationURL, "--auth", "pat", "--pool", "demo", "--agent", name,
-                             "--work", "_work", "--replace", "--acceptTeeEula"]
-            guard try await Self.run(directory.appendingPathComponent("config.sh"), configure, environment, output) == 0 else {
-                throw ValidationError("\(name): config.sh failed; see \(log.path)")
-            }
-            environment["VSTS_AGENT_INPUT_TOKEN"] = nil
-            // Once every job is done, idle listeners are stopped with SIGINT, which makes them exit cleanly.
-            let runEnvironment = environment
-            _ = try await withThrowingTaskGroup(of: Int32?.self) { group -> Int32? in
-                group.addTask { try await Self.run(directory.appendingPathComponent("run.sh"), ["--once"], runEnvironment, output) }
+            let process = Process()
+            process.executableURL = entrypoint
+            process.environment = environment
+            process.standardOutput = output
+            process.standardError = output
+            // Once every job is done, idle entrypoints get SIGTERM: they unregister their agent and exit 0.
+            let status: Int32 = try await withThrowingTaskGroup(of: Int32?.self) { group in
+                group.addTask { try await Self.run(process) }
                 group.addTask {
                     while !stop.isSet && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(200)) }
-                    if !Task.isCancelled { Self.interrupt(directory) }
+                    if !Task.isCancelled, process.isRunning { process.terminate() }
                     return nil
                 }
                 while let next = try await group.next() {
@@ -196,30 +205,14 @@ struct AgentSlot: Sendable {
                         return status
                     }
                 }
-                return nil
+                return -1
             }
-            environment["VSTS_AGENT_INPUT_TOKEN"] = "demo-pat"
-            _ = try await Self.run(directory.appendingPathComponent("config.sh"), ["remove", "--unattended", "--auth", "pat"], environment, output)
+            guard status == 0 else { throw ValidationError("\(name): agent-entrypoint exited \(status); see \(log.path)") }
         }
     }
 
-    private static func interrupt(_ directory: URL) {
-        let pattern = directory.appendingPathComponent("bin/Agent.Listener").path
-        let pkill = Process()
-        pkill.executableURL = URL(fileURLWithPath: "/usr/bin/pkill")
-        pkill.arguments = ["-INT", "-f", pattern]
-        try? pkill.run()
-        pkill.waitUntilExit()
-    }
-
-    private static func run(_ script: URL, _ arguments: [String], _ environment: [String: String], _ output: FileHandle) async throws -> Int32 {
-        let process = Process()
-        process.executableURL = script
-        process.arguments = arguments
-        process.environment = environment
-        process.standardOutput = output
-        process.standardError = output
-        return try await withCheckedThrowingContinuation { continuation in
+    private static func run(_ process: Process) async throws -> Int32 {
+        try await withCheckedThrowingContinuation { continuation in
             process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
             do { try process.run() } catch { continuation.resume(throwing: error) }
         }
