@@ -58,6 +58,26 @@ struct EntrypointFixture: Sendable {
     var environment: [String: String]
     /// Prefix of the command line (e.g. `unshare ...` or `setpriv ...`), empty to run the binary directly.
     var wrapper: [String] = []
+    /// The entrypoint binary to run; nil for the one in the build directory.
+    var entrypointBinary: URL?
+
+    /// Copies the built entrypoint and stand-in into the fixture (mode 755) and re-installs the agent directory
+    /// on the copy, so a non-root user can run them even when the build directory is private (CI clones live
+    /// under `mktemp -d`, which is mode 700).
+    mutating func useCopiedBinaries() throws {
+        let bin = root.appendingPathComponent("bin")
+        try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
+        let entrypoint = bin.appendingPathComponent("agent-entrypoint")
+        let standIn = bin.appendingPathComponent("agent-standin")
+        try FileManager.default.copyItem(at: try BuiltProducts.entrypoint(), to: entrypoint)
+        try FileManager.default.copyItem(at: try BuiltProducts.standIn(), to: standIn)
+        for file in [bin, entrypoint, standIn] {
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: file.path)
+        }
+        try? FileManager.default.removeItem(at: agentDirectory)
+        try AgentStandIn.install(at: agentDirectory, listenerExecutable: standIn)
+        entrypointBinary = entrypoint
+    }
 
     /// The PAT the simulator accepts by default.
     static let pat = "sim-pat"
@@ -101,7 +121,7 @@ struct EntrypointFixture: Sendable {
         FileManager.default.createFile(atPath: stdout.path, contents: nil)
         FileManager.default.createFile(atPath: stderr.path, contents: nil)
         let process = Process()
-        let binary = try BuiltProducts.entrypoint()
+        let binary = try entrypointBinary ?? BuiltProducts.entrypoint()
         if wrapper.isEmpty {
             process.executableURL = binary
             process.arguments = arguments

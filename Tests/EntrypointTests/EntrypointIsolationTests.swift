@@ -40,6 +40,7 @@ struct EntrypointIsolationTests {
             let secret = "pat-\(UUID().uuidString)"
             await simulator.organization.addPersonalAccessToken(secret)
             fixture.environment["AZP_TOKEN"] = secret
+            if nobody { try fixture.useCopiedBinaries() }
             let argvLog = try recordConfigArguments(fixture)
             if nobody {
                 // Same user for the entrypoint and the job, and not root (root may read any /proc/<pid>/environ).

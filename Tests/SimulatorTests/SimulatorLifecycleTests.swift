@@ -164,7 +164,9 @@ struct SimulatorLifecycleTests {
     }
 
     @Test func abandonedOnHeartbeatTimeout() async throws {
-        try await AzureDevOpsSimulator.withSimulator(testConfiguration()) { simulator in
+        var knobs = fastKnobs()
+        knobs.sessionTimeout = .seconds(2)
+        try await AzureDevOpsSimulator.withSimulator(testConfiguration(knobs: knobs)) { simulator in
             let http = SimHTTP(simulator: simulator)
             let organization = simulator.organization
             let poolId = try await organization.poolId("pool-a")
@@ -172,7 +174,7 @@ struct SimulatorLifecycleTests {
             let session = try await agent.openSession()
             let requestId = try await organization.queueJobOrThrow(JobSpecification(pool: "pool-a"))
             _ = try await agent.nextMessage(session, type: "PipelineAgentJobRequest")
-            // Stop polling: the 2 s session timeout (fastKnobs) drops the session.
+            // Stop polling: the 2 s session timeout drops the session.
             let after = try await organization.waitUntil(timeout: .seconds(10)) { $0.request(requestId)?.isFinished == true }
             #expect(after.request(requestId)?.result == .abandoned)
             #expect(after.agent(named: "agent-1")?.status == .offline)

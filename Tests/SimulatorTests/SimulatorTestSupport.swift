@@ -10,7 +10,9 @@ import Testing
 func fastKnobs() -> SimulatorKnobs {
     var knobs = SimulatorKnobs()
     knobs.messageLongPollTimeout = .milliseconds(500)
-    knobs.sessionTimeout = .seconds(2)
+    // Long enough that a busy CI machine never expires a session a test is still using; the expiry tests
+    // shorten it themselves.
+    knobs.sessionTimeout = .seconds(15)
     knobs.sweepInterval = .milliseconds(50)
     return knobs
 }
