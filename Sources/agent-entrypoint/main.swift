@@ -175,6 +175,7 @@ if !AgentInstaller.hasAgent(in: settings.agentDirectory) {
 // 7. One registration, one job, one unregistration.
 let scripts = AgentScripts(settings: settings, baseEnvironment: childEnvironment, launcher: launcher, logger: logger)
 let lifecycle = AgentLifecycle(
-    settings: settings, registrar: Registrar(scripts: scripts, clock: clock, logger: logger), launcher: launcher,
+    settings: settings, registrar: Registrar(
+        scripts: scripts, clock: clock, logger: logger, removeTimeLimit: min(.seconds(10), settings.unregistrationTimeout)), launcher: launcher,
     listenerEnvironment: childEnvironment, clock: clock, logger: logger)
 finish(await lifecycle.run(signals: signals))

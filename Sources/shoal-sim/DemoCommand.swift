@@ -183,9 +183,12 @@ struct AgentSlot: Sendable {
             environment["AZP_AGENT_NAME"] = name
             environment["AZP_AGENT_DIR"] = directory.path
             environment["AZP_TERMINATION_LOG"] = workspace.appendingPathComponent("\(name).termination").path
-            environment["AZP_READY_FILE"] = workspace.appendingPathComponent("\(name).ready").path
+            let readyFile = workspace.appendingPathComponent("\(name).ready").path
+            environment["AZP_READY_FILE"] = readyFile
             environment["AZP_RELAUNCH_DELAY"] = "0"
             environment["AGENT_ALLOW_RUNASROOT"] = "1"
+            // A safety net, as in production: an agent that never gets a job unregisters and exits by itself.
+            environment["AZP_IDLE_TIMEOUT"] = "60"
             let process = Process()
             process.executableURL = entrypoint
             process.environment = environment
@@ -196,7 +199,16 @@ struct AgentSlot: Sendable {
                 group.addTask { try await Self.run(process) }
                 group.addTask {
                     while !stop.isSet && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(200)) }
-                    if !Task.isCancelled, process.isRunning { process.terminate() }
+                    // The entrypoint may still be starting when the demo ends: stop it once its agent listens
+                    // (the readiness file), like a pod past its readiness probe. This task is cancelled as soon as
+                    // the entrypoint has exited.
+                    while !Task.isCancelled {
+                        if process.isRunning, FileManager.default.fileExists(atPath: readyFile) {
+                            process.terminate()
+                            return nil
+                        }
+                        try? await Task.sleep(for: .milliseconds(50))
+                    }
                     return nil
                 }
                 while let next = try await group.next() {

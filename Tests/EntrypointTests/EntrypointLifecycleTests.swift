@@ -84,6 +84,27 @@ struct EntrypointLifecycleTests {
         }
     }
 
+    @Test("SIGTERM while idle with Azure DevOps unreachable: config.sh remove is cut off, the exit stays bounded")
+    func sigtermWhileIdleServiceUnreachable() async throws {
+        try await withEntrypointWorld { simulator, fixture in
+            var fixture = fixture
+            fixture.environment["AZP_UNREGISTRATION_TIMEOUT"] = "3"
+            let running = try fixture.start()
+            _ = try await simulator.organization.waitUntilOnline(fixture.agentName)
+            try await running.waitForOutput("Listening for Jobs")
+            // Agent lookups now hang far longer than the unregistration budget (two attempts: before and after
+            // stopping the listener).
+            simulator.organization.addFault(FaultRule(.latency(.seconds(12)), route: "pools/{poolId}/agents", count: 2))
+            running.send(SIGTERM)
+            let code = try await running.waitForExit(timeout: .seconds(45))
+            simulator.organization.clearFaults()
+            #expect(code == EntrypointExitCode.unregistrationFailed.rawValue, "\(running.output)")
+            #expect(running.output.contains("config.sh did not finish in time"), "\(running.output)")
+            let message = try running.terminationMessage()
+            #expect(!message.unregistered)
+        }
+    }
+
     @Test("SIGTERM mid-job: the job completes Succeeded, then the agent is unregistered")
     func sigtermMidJob() async throws {
         try await withEntrypointWorld { simulator, fixture in

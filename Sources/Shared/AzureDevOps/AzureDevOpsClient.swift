@@ -273,7 +273,8 @@ package final class AzureDevOpsClient: AzureDevOpsAPI {
                 throw .authentication(route: route, status: status, credential: credentials.summary, serverMessage: message)
             }
             if (200..<300).contains(status) { return outcome.body }
-            let server = ServerError(status: status, route: route, message: Self.wrappedException(outcome.body)?.message ?? Self.nonJSONMessage(outcome.body), typeKey: Self.wrappedException(outcome.body)?.typeKey)
+            let body = Self.wrappedException(outcome.body)
+            let server = ServerError(status: status, route: route, message: body?.message ?? Self.nonJSONMessage(outcome.body), typeKey: body?.typeKey)
             let retryable = status == 429 || (500...599).contains(status) || status == 408
             guard retryable else { throw Self.terminal(server) }
             let serverDelay = Self.retryAfter(outcome.headers)

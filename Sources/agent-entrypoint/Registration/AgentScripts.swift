@@ -79,9 +79,10 @@ struct AgentScripts: Sendable {
         ])
     }
 
-    /// Unregisters the agent and deletes its local configuration.
-    func remove() async -> ScriptOutcome {
-        await run(["remove", "--unattended", "--auth", "pat"])
+    /// Unregisters the agent and deletes its local configuration; `config.sh` is killed after `timeLimit`, so an
+    /// unreachable service cannot hold the entrypoint past its pod's grace period.
+    func remove(timeLimit: Duration) async -> ScriptOutcome {
+        await run(["remove", "--unattended", "--auth", "pat"], timeLimit: timeLimit)
     }
 
     /// The agent id `config.sh` wrote to `.agent`, if readable.
@@ -95,7 +96,7 @@ struct AgentScripts: Sendable {
     /// Whether `.agent` exists (the directory is configured).
     var isConfigured: Bool { FileManager.default.fileExists(atPath: settings.agentDirectory + "/.agent") }
 
-    private func run(_ arguments: [String]) async -> ScriptOutcome {
+    private func run(_ arguments: [String], timeLimit: Duration? = nil) async -> ScriptOutcome {
         let token: String
         do {
             token = try await currentToken()
@@ -115,18 +116,38 @@ struct AgentScripts: Sendable {
         } catch {
             return .transient(detail: error.description)
         }
-        // A cancelled caller (a signal during registration) stops config.sh's whole process group.
-        let (tail, status) = await withTaskCancellationHandler {
-            var tail: [String] = []
-            for await line in process.lines {
-                tail.append(line)
-                if tail.count > 40 { tail.removeFirst() }
+        // A cancelled caller (a signal during registration) stops config.sh's whole process group; so does the
+        // time limit.
+        let (tail, status, timedOut) = await withTaskCancellationHandler {
+            await withTaskGroup(of: ([String], ExitStatus)?.self) { group in
+                group.addTask {
+                    var tail: [String] = []
+                    for await line in process.lines {
+                        tail.append(line)
+                        if tail.count > 40 { tail.removeFirst() }
+                    }
+                    return (tail, await process.exitStatus())
+                }
+                if let timeLimit {
+                    group.addTask {
+                        do { try await Task.sleep(for: timeLimit) } catch { return nil }
+                        process.signalGroup(SIGKILL)
+                        return nil
+                    }
+                }
+                var fired = false
+                while let next = await group.next() {
+                    guard let (tail, status) = next else { fired = true; continue }
+                    group.cancelAll()
+                    return (tail, status, fired)
+                }
+                return ([], ExitStatus.exited(1), fired)
             }
-            return (tail, await process.exitStatus())
         } onCancel: {
             process.signalGroup(SIGTERM)
         }
-        let outcome = Self.classify(status: status, output: tail)
+        if timedOut { logger.warning("config.sh did not finish in time; killed it", metadata: ["command": "\(command)"]) }
+        let outcome = Self.classify(status: status, output: timedOut ? tail + ["config.sh \(command) timed out"] : tail)
         logger.debug("config.sh finished", metadata: ["command": "\(command)", "status": "\(status)"])
         return outcome
     }

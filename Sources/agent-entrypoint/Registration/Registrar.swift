@@ -41,7 +41,7 @@ struct Registrar: Sendable {
     func register(timeout: Duration) async -> RegistrationResult {
         if scripts.isConfigured {
             logger.warning("agent directory is already configured; removing the stale registration first")
-            _ = await scripts.remove()
+            _ = await scripts.remove(timeLimit: removeTimeLimit)
         }
         let deadline = clock.monotonicNow() + timeout
         var delay = initialBackoff
@@ -57,7 +57,7 @@ struct Registrar: Sendable {
                 if Task.isCancelled { return .cancelled }
                 if scripts.isConfigured {
                     // A half-finished configure leaves files that make the next attempt fail; clear them.
-                    _ = await scripts.remove()
+                    _ = await scripts.remove(timeLimit: removeTimeLimit)
                 }
                 let now = clock.monotonicNow()
                 guard now + delay < deadline else { return .gaveUp(detail: detail) }
@@ -71,9 +71,13 @@ struct Registrar: Sendable {
         }
     }
 
+    /// The longest one `config.sh remove` may take outside `unregister(timeout:)`: at most 10 s, and never more
+    /// than the whole unregistration budget, so stopping an idle agent stays within the pod's grace period.
+    var removeTimeLimit: Duration = .seconds(10)
+
     /// One `remove` attempt (used before stopping an idle listener: a refusal means a job was just assigned).
     func removeOnce() async -> ScriptOutcome {
-        await scripts.remove()
+        await scripts.remove(timeLimit: removeTimeLimit)
     }
 
     /// Runs `config.sh remove` until the agent is gone or `timeout` passes; retried while it holds a job.
@@ -82,7 +86,7 @@ struct Registrar: Sendable {
         var delay = initialBackoff
         var attempt = 1
         while true {
-            let outcome = await scripts.remove()
+            let outcome = await scripts.remove(timeLimit: max(deadline - clock.monotonicNow(), .seconds(1)))
             let detail: String
             let wait: Duration
             switch outcome {
