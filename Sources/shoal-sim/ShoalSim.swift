@@ -12,7 +12,7 @@ struct ShoalSim: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shoal-sim",
         abstract: "Run Shoal's simulators as standalone processes.",
-        subcommands: [AzureDevOpsCommand.self, LocalNodeCommand.self, DemoCommand.self])
+        subcommands: [AzureDevOpsCommand.self, LocalNodeCommand.self, DemoCommand.self, AgentImageCommand.self])
 }
 
 /// `shoal-sim azure-devops`: serves a simulated Azure DevOps organization until SIGTERM/SIGINT.

@@ -1,5 +1,6 @@
 import Foundation
 import Kubernetes
+import Simulators
 import Shared
 import Testing
 

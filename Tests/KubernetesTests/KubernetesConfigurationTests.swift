@@ -1,6 +1,7 @@
 import Foundation
 import NIOSSL
 import Kubernetes
+import Simulators
 import Shared
 import Testing
 

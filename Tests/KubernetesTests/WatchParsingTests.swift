@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import Kubernetes
+import Simulators
 import Shared
 import Synchronization
 import Testing

@@ -218,7 +218,7 @@ package enum AgentPodLabels {
     package static let managedBy = "app.kubernetes.io/managed-by"
     /// The value of ``managedBy``.
     package static let managedByValue = "shoal"
-    /// The Azure DevOps pool name (sanitized to a label value) the pod's agent registers in.
+    /// The name of the AgentPool (in the pod's namespace) that created the pod.
     package static let pool = "shoal.dev/pool"
     /// The agent name, equal to the pod name and `AZP_AGENT_NAME`.
     package static let agentName = "shoal.dev/agent-name"

@@ -1,3 +1,4 @@
+import Shared
 import Synchronization
 
 #if canImport(Glibc)
@@ -203,12 +204,6 @@ enum OutputRelay {
 
     /// Writes all of `bytes` to `fd`, retrying short writes; gives up silently if the log is gone.
     static func writeAll(_ fd: Int32, _ bytes: ArraySlice<UInt8>) {
-        var remaining = bytes
-        while !remaining.isEmpty {
-            let written = remaining.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if written < 0, errno == EINTR { continue }
-            guard written > 0 else { return }
-            remaining = remaining.dropFirst(written)
-        }
+        RawOutput.writeAll(fd, bytes)
     }
 }

@@ -2,22 +2,24 @@ import Foundation
 import Kubernetes
 import Shared
 import Synchronization
-import Testing
 
 /// Facts about a running local cluster, from `DIR/cluster.json` written by `scripts/local-k8s start`.
-struct ClusterInfo: Decodable, Sendable {
-    var dir: String
-    var apiServerURL: String
-    var caFile: String
-    var adminToken: String
-    var controllerToken: String
-    var adminKubeconfig: String
-    var controllerKubeconfig: String
+package struct ClusterInfo: Decodable, Sendable {
+    package var dir: String
+    package var apiServerURL: String
+    package var caFile: String
+    package var adminToken: String
+    package var controllerToken: String
+    package var adminKubeconfig: String
+    package var controllerKubeconfig: String
 }
 
 /// Why the harness could not provide a cluster.
-struct ClusterUnavailable: Error, CustomStringConvertible {
-    var description: String
+package struct ClusterUnavailable: Error, CustomStringConvertible {
+    package var description: String
+
+    /// An error with this description.
+    package init(description: String) { self.description = description }
 }
 
 /// The directory of a cluster this process started itself, stopped by the `atexit` hook.
@@ -25,15 +27,15 @@ private let clusterStartedByThisProcess = Mutex<String?>(nil)
 
 /// Provides one cluster per test process: the one `scripts/test` started (`SHOAL_TEST_KUBE_DIR`), or one started
 /// lazily on first use with `scripts/local-k8s start` and stopped when the process exits.
-actor TestCluster {
-    static let shared = TestCluster()
+package actor LocalCluster {
+    package static let shared = LocalCluster()
 
     private var starting: Task<ClusterInfo, any Error>?
 
-    static let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    package static let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    func info() async throws -> ClusterInfo {
+    package func info() async throws -> ClusterInfo {
         if let starting { return try await starting.value }
         let task = Task { try await Self.obtain() }
         starting = task
@@ -53,7 +55,7 @@ actor TestCluster {
         clusterStartedByThisProcess.withLock { $0 = dir }
         atexit {
             guard let dir = clusterStartedByThisProcess.withLock({ $0 }) else { return }
-            TestCluster.stopSynchronously(dir)
+            LocalCluster.stopSynchronously(dir)
             try? FileManager.default.removeItem(atPath: dir)
         }
         let (status, output) = try await runScript(["start", dir])
@@ -69,7 +71,7 @@ actor TestCluster {
     }
 
     /// Stops a cluster from the `atexit` hook: spawns `stop` and blocks in waitpid (no async context there).
-    static func stopSynchronously(_ dir: String) {
+    package static func stopSynchronously(_ dir: String) {
         guard let (pid, log) = try? spawnScript(["stop", dir]) else { return }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
@@ -78,7 +80,7 @@ actor TestCluster {
 
     /// Runs `scripts/local-k8s ARGS` to the end and returns its exit status and combined output; polls with
     /// WNOHANG so no cooperative thread is blocked for the ~10 s a start takes (2-core machines have 2).
-    static func runScript(_ arguments: [String]) async throws -> (Int32, String) {
+    package static func runScript(_ arguments: [String]) async throws -> (Int32, String) {
         let (pid, log) = try spawnScript(arguments)
         defer { try? FileManager.default.removeItem(atPath: log) }
         var status: Int32 = 0
@@ -116,15 +118,15 @@ actor TestCluster {
 }
 
 /// What a test gets: admin and controller clients, and a fresh namespace deleted afterwards.
-struct KubeTestContext: Sendable {
-    let cluster: ClusterInfo
-    let namespace: String
+package struct KubeTestContext: Sendable {
+    package let cluster: ClusterInfo
+    package let namespace: String
     /// Acts as `system:masters`.
-    let admin: KubernetesClient
+    package let admin: KubernetesClient
     /// Acts as the `shoal-system/shoal-controller` ServiceAccount (no RBAC granted: 403 on everything).
-    let controller: KubernetesClient
+    package let controller: KubernetesClient
 
-    static func client(_ cluster: ClusterInfo, token: String, namespace: String) throws -> KubernetesClient {
+    package static func client(_ cluster: ClusterInfo, token: String, namespace: String) throws -> KubernetesClient {
         let configuration = KubernetesConfiguration(
             serverURL: cluster.apiServerURL, certificateAuthority: .file(cluster.caFile),
             credentials: try StaticTokenSource(token: token, origin: "test", scheme: .bearer), namespace: namespace
@@ -133,8 +135,8 @@ struct KubeTestContext: Sendable {
     }
 
     /// Runs `body` with a fresh namespace `t-<random>`; deletes the namespace and shuts the clients down afterwards.
-    static func run(_ body: (KubeTestContext) async throws -> Void) async throws {
-        let cluster = try await TestCluster.shared.info()
+    package static func run(_ body: (KubeTestContext) async throws -> Void) async throws {
+        let cluster = try await LocalCluster.shared.info()
         let namespace = "t-" + UUID().uuidString.prefix(8).lowercased()
         let admin = try client(cluster, token: cluster.adminToken, namespace: namespace)
         let controller = try client(cluster, token: cluster.controllerToken, namespace: namespace)
@@ -161,7 +163,7 @@ struct KubeTestContext: Sendable {
 }
 
 /// Polls `condition` until it holds or `timeout` passes.
-func eventually(timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async throws -> Bool {
+package func eventually(timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async throws -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if try await condition() { return true }

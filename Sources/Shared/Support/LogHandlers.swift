@@ -1,5 +1,4 @@
 import Logging
-import Shared
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -17,27 +16,27 @@ import Musl
 ///
 /// Fields: `time` (UTC, `WireTimestamp` format), `level`, `logger`, `message`, then the metadata keys.
 /// Each line is written with a single `write(2)` so lines from threads never interleave.
-struct JSONLogHandler: LogHandler {
+package struct JSONLogHandler: LogHandler {
     /// Logger label (`agent-entrypoint`).
-    let label: String
+    package let label: String
     /// Metadata added to every line.
-    var metadata: Logger.Metadata = [:]
+    package var metadata: Logger.Metadata = [:]
     /// Minimum level.
-    var logLevel: Logger.Level = .info
+    package var logLevel: Logger.Level = .info
     /// Where lines go.
-    var fileDescriptor: Int32 = STDERR_FILENO
+    package var fileDescriptor: Int32 = STDERR_FILENO
 
     /// Creates a handler for `label`.
-    init(label: String) { self.label = label }
+    package init(label: String) { self.label = label }
 
     /// Per-key metadata access required by `LogHandler`.
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    package subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
     /// Formats and writes one line.
-    func log(event: LogEvent) {
+    package func log(event: LogEvent) {
         var fields: [(String, String)] = [
             ("time", Self.quote(WireTimestamp.format(Date()))),
             ("level", Self.quote(event.level.rawValue)),
@@ -49,7 +48,7 @@ struct JSONLogHandler: LogHandler {
             fields.append((key, Self.quote(value.description)))
         }
         let line = "{" + fields.map { "\(Self.quote($0.0)):\($0.1)" }.joined(separator: ",") + "}\n"
-        OutputRelay.writeAll(fileDescriptor, Array(line.utf8)[...])
+        RawOutput.writeAll(fileDescriptor, Array(line.utf8)[...])
     }
 
     /// A JSON string literal for `text`.
@@ -73,31 +72,46 @@ struct JSONLogHandler: LogHandler {
 }
 
 /// Plain-text lines on stderr: `TIME LEVEL message key=value ...`.
-struct TextLogHandler: LogHandler {
+package struct TextLogHandler: LogHandler {
     /// Logger label.
-    let label: String
+    package let label: String
     /// Metadata added to every line.
-    var metadata: Logger.Metadata = [:]
+    package var metadata: Logger.Metadata = [:]
     /// Minimum level.
-    var logLevel: Logger.Level = .info
+    package var logLevel: Logger.Level = .info
 
     /// Creates a handler for `label`.
-    init(label: String) { self.label = label }
+    package init(label: String) { self.label = label }
 
     /// Per-key metadata access required by `LogHandler`.
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    package subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
     /// Formats and writes one line.
-    func log(event: LogEvent) {
+    package func log(event: LogEvent) {
         let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
         var line = "\(WireTimestamp.format(Date())) \(event.level.rawValue) \(label): \(event.message)"
         for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
             let text = value.description
             line += text.contains(" ") ? " \(key)=\(JSONLogHandler.quote(text))" : " \(key)=\(text)"
         }
-        OutputRelay.writeAll(STDERR_FILENO, Array((line + "\n").utf8)[...])
+        RawOutput.writeAll(STDERR_FILENO, Array((line + "\n").utf8)[...])
+    }
+}
+
+/// Unbuffered writes to a file descriptor, for log lines that must not interleave or wait in a buffer.
+package enum RawOutput {
+    /// Writes every byte, retrying on EINTR and partial writes; gives up silently on other errors (a log line is
+    /// not worth failing for).
+    package static func writeAll(_ fd: Int32, _ bytes: ArraySlice<UInt8>) {
+        var remaining = bytes
+        while !remaining.isEmpty {
+            let written = remaining.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if written < 0, errno == EINTR { continue }
+            guard written > 0 else { return }
+            remaining = remaining.dropFirst(written)
+        }
     }
 }

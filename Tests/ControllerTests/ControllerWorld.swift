@@ -1,0 +1,237 @@
+import AsyncHTTPClient
+import Foundation
+import Kubernetes
+import Logging
+import Metrics
+import Prometheus
+import Shared
+import Simulators
+import Testing
+
+@testable import pool_controller
+
+/// The executables the end-to-end tests run as pods.
+enum Executables {
+    /// The directory holding the test bundle and the package's executables.
+    static func directory(holding name: String) throws -> URL {
+        let testBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var directory = testBinary.deletingLastPathComponent()
+        for _ in 0..<4 {
+            if FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent(name).path) { return directory }
+            directory = directory.deletingLastPathComponent()
+        }
+        throw ClusterUnavailable(description: "\(name) not found near \(testBinary.path); run `swift build --build-tests` first")
+    }
+
+    /// `shoal-sim`, which plays the agent image (`agent-image`) next to `agent-entrypoint` and `agent-standin`.
+    static func shoalSim() throws -> String { try directory(holding: "shoal-sim").appendingPathComponent("shoal-sim").path }
+}
+
+/// One end-to-end world: a namespace on the real local API server with the AgentPool CRD, the Azure DevOps
+/// simulator with pool `k8s`, a local node running agent pods as real `agent-entrypoint` processes over the agent
+/// stand-in, and the controller itself, in process.
+struct ControllerWorld: Sendable {
+    /// The image the local node runs as `shoal-sim agent-image`.
+    static let agentImage = "shoal.test/agent:1"
+    /// The Azure DevOps pool.
+    static let poolName = "k8s"
+    /// The PAT the simulator accepts.
+    static let token = "sim-pat"
+
+    /// Namespace and clients.
+    let context: KubeTestContext
+    /// The simulator.
+    let simulator: AzureDevOpsSimulator
+    /// The local node.
+    let node: LocalNode
+
+    /// The namespace.
+    var namespace: String { context.namespace }
+    /// Admin client.
+    var kube: KubernetesClient { context.admin }
+    /// The simulated organization.
+    var organization: SimulatedOrganization { simulator.organization }
+
+    /// Knobs fast enough for tests but safe on a loaded machine.
+    static func knobs() -> SimulatorKnobs {
+        var knobs = SimulatorKnobs()
+        knobs.messageLongPollTimeout = .milliseconds(500)
+        knobs.sessionTimeout = .seconds(8)
+        knobs.sweepInterval = .milliseconds(100)
+        return knobs
+    }
+
+    /// Builds the world, runs `body`, and tears everything down (processes killed, namespace deleted).
+    static func run(knobs: SimulatorKnobs = knobs(), _ body: @Sendable (ControllerWorld) async throws -> Void) async throws {
+        try await KubeTestContext.run { context in
+            try await installCRD(context.admin)
+            let simulator = try await AzureDevOpsSimulator.start(
+                SimulatorConfiguration(personalAccessTokens: [token], pools: [poolName], knobs: knobs),
+                logger: quietLogger("simulator"))
+            let node = LocalNode(
+                api: context.admin,
+                configuration: LocalNodeConfiguration(
+                    nodeName: "node-\(context.namespace)", namespace: context.namespace, labelSelector: AgentPodLabels.pool,
+                    imageCommands: [agentImage: [try Executables.shoalSim(), "agent-image"]],
+                    workDirectory: FileManager.default.temporaryDirectory.appendingPathComponent("shoal-node-\(context.namespace)").path),
+                logger: quietLogger("local-node"))
+            _ = try await context.admin.create(
+                Secret(metadata: ObjectMeta(name: "azdo", namespace: context.namespace), stringData: ["token": token]), .secrets,
+                namespace: context.namespace)
+            let world = ControllerWorld(context: context, simulator: simulator, node: node)
+            var failure: (any Error)?
+            do {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await node.run() }
+                    try await body(world)
+                    group.cancelAll()
+                }
+            } catch {
+                failure = error
+            }
+            try? await simulator.shutdown()
+            try? FileManager.default.removeItem(atPath: node.configuration.workDirectory)
+            if let failure { throw failure }
+        }
+    }
+
+    /// Creates the CRD once per cluster and waits until it is served.
+    static func installCRD(_ kube: KubernetesClient) async throws {
+        do {
+            _ = try await kube.create(DynamicObject(AgentPoolCRD.definition), .customResourceDefinitions, namespace: nil)
+        } catch .conflict {}
+        let established = try await eventually(timeout: .seconds(30)) {
+            let crd = try? await kube.get(DynamicObject.self, .customResourceDefinitions, namespace: nil, name: "agentpools.shoal.dev")
+            return crd?.json["status"]?["conditions"]?.arrayValue?.contains { $0["type"] == "Established" && $0["status"] == "True" } ?? false
+        }
+        guard established else { throw ClusterUnavailable(description: "the AgentPool CRD was not established in 30 s") }
+    }
+
+    /// The spec of a test pool: the test agent image, fast timings.
+    static func poolSpec(
+        organizationURL: String, standby: Int, maxAgents: Int, idleDelay: Int = 1, orphanGrace: Int = 2, pendingTimeout: Int = 120,
+        capabilities: [String: String] = [:]
+    ) -> KubeJSON {
+        [
+            "organizationUrl": .string(organizationURL), "poolName": .string(poolName), "tokenSecretRef": ["name": "azdo"],
+            "standby": .int(Int64(standby)), "maxAgents": .int(Int64(maxAgents)),
+            "capabilities": .object(capabilities.mapValues { .string($0) }),
+            "template": [
+                "spec": [
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [[
+                        "name": "agent", "image": .string(agentImage),
+                        "env": [["name": "AZP_READY_FILE", "value": "ready"], ["name": "AZP_RELAUNCH_DELAY", "value": "0"]],
+                    ]],
+                ]
+            ],
+            "timing": [
+                "pollIntervalSeconds": 1, "idleScaleDownDelaySeconds": .int(Int64(idleDelay)), "orphanGracePeriodSeconds": .int(Int64(orphanGrace)),
+                "pendingTimeoutSeconds": .int(Int64(pendingTimeout)),
+            ],
+        ]
+    }
+
+    /// Creates an AgentPool named `name` with `spec`.
+    @discardableResult
+    func createPool(_ name: String = "linux", spec: KubeJSON) async throws -> AgentPoolObject {
+        try await kube.create(AgentPoolObject(metadata: ObjectMeta(name: name, namespace: namespace), spec: spec), AgentPoolResource.resource, namespace: namespace)
+    }
+
+    /// The AgentPool as stored.
+    func pool(_ name: String = "linux") async throws -> AgentPoolObject {
+        try await kube.get(AgentPoolObject.self, AgentPoolResource.resource, namespace: namespace, name: name)
+    }
+
+    /// The pool's pods.
+    func pods() async throws -> [Pod] {
+        try await kube.listAll(Pod.self, .pods, namespace: namespace, labelSelector: AgentPodLabels.pool).items
+    }
+
+    /// Registrations that exist (not deleted) in the Azure DevOps pool.
+    func registrations() async -> [SimulatedAgent] {
+        await organization.snapshot().agents.filter { $0.deletedOn == nil }
+    }
+
+    /// Runs a controller replica (in process, as `settings` says) while `body` runs.
+    func withController<T: Sendable>(
+        settings: ControllerSettings? = nil, kube controllerKube: (any KubernetesAPI)? = nil, _ body: @Sendable () async throws -> T
+    ) async throws -> T {
+        let replica = makeController(settings: settings ?? defaultSettings(), kube: controllerKube ?? kube)
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await replica.run() }
+            let result = try await body()
+            group.cancelAll()
+            return result
+        }
+    }
+
+    /// A controller replica; run it with `run()`.
+    func makeController(settings: ControllerSettings, kube controllerKube: any KubernetesAPI) -> ControllerService {
+        let registry = PrometheusCollectorRegistry()
+        let logger = quietLogger("controller-\(settings.identity)")
+        let connector = LiveAzureDevOpsConnector(http: .shared, clock: SystemClock(), logger: logger) { _ in }
+        return ControllerService(
+            settings: settings, kube: controllerKube, connector: connector, metrics: ControllerMetrics(factory: ControllerMetrics.prometheusFactory(registry: registry)),
+            clock: SystemClock(), logger: logger)
+    }
+
+    /// Settings for one replica watching only this world's namespace, without leader election.
+    func defaultSettings(identity: String = "test-controller", leaderElection: Bool = false, legacy: LegacyConfiguration? = nil) -> ControllerSettings {
+        ControllerSettings(
+            kubeconfig: nil, watchNamespace: namespace, leaderElection: leaderElection, leaderElectionNamespace: namespace,
+            leaseName: "shoal-pool-controller", identity: identity, httpHost: "127.0.0.1", httpPort: 0, logLevel: .info, logFormat: .text,
+            legacy: legacy)
+    }
+
+    /// Queues `count` jobs of `seconds` each and returns their request ids.
+    func queueJobs(_ count: Int, seconds: Double, demands: [String] = [], name: String = "job") async throws -> [Int] {
+        var ids: [Int] = []
+        for index in 0..<count {
+            ids.append(try await organization.queueJobOrThrow(
+                JobSpecification(pool: Self.poolName, name: "\(name)-\(index)", demands: demands, durationSeconds: seconds)))
+        }
+        return ids
+    }
+
+    /// Kills every process of a pod (as a crashing container would), leaving Kubernetes and Azure DevOps to notice.
+    func killPodProcesses(_ pod: Pod) throws -> Int {
+        let directory = node.podDirectory(namespace: namespace, name: pod.metadata.name ?? "", uid: pod.metadata.uid ?? "")
+        var killed = 0
+        for entry in try FileManager.default.contentsOfDirectory(atPath: "/proc") {
+            guard let pid = Int32(entry), pid != getpid() else { continue }
+            guard let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/cwd"), cwd.hasPrefix(directory) else { continue }
+            if kill(pid, SIGKILL) == 0 { killed += 1 }
+        }
+        return killed
+    }
+}
+
+/// A logger that only reports warnings and errors, so test output stays readable.
+func quietLogger(_ label: String) -> Logger {
+    var logger = Logger(label: label, factory: { StreamLogHandler.standardError(label: $0) })
+    logger.logLevel = ProcessInfo.processInfo.environment["SHOAL_TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+    return logger
+}
+
+/// Records the largest number of live pods (not Succeeded/Failed) seen at once in a namespace, from a watch.
+actor PodHighWaterMark {
+    private var live: Set<String> = []
+    /// The largest number of live pods seen at once.
+    private(set) var maximum = 0
+
+    /// Watches until cancelled.
+    func watch(_ kube: any KubernetesAPI, namespace: String) async throws {
+        for try await event in ListWatch<Pod>(api: kube, resource: .pods, namespace: namespace, labelSelector: AgentPodLabels.pool) {
+            switch event {
+            case .relisted(let pods, _): live = Set(pods.filter(Self.isLive).compactMap(\.metadata.name))
+            case .added(let pod), .modified(let pod):
+                if Self.isLive(pod) { live.insert(pod.metadata.name ?? "") } else { live.remove(pod.metadata.name ?? "") }
+            case .deleted(let pod): live.remove(pod.metadata.name ?? "")
+            }
+            maximum = max(maximum, live.count)
+        }
+    }
+
+    private static func isLive(_ pod: Pod) -> Bool { pod.status?.phase != "Succeeded" && pod.status?.phase != "Failed" }
+}

@@ -1,0 +1,4 @@
+import Simulators
+
+/// The shared local cluster (started once per test process, or taken from `SHOAL_TEST_KUBE_DIR`).
+typealias TestCluster = LocalCluster
