@@ -1,232 +1,226 @@
 import ArgumentParser
 import Foundation
+import Kubernetes
 import Logging
 import Shared
 import Simulators
-import Synchronization
+import UnixSignals
 
-/// `shoal-sim demo`: the local demo of what exists so far — a simulated organization and agent slots that each
-/// run the real `agent-entrypoint` on a stand-in agent: register, exactly one job, unregister.
-///
-/// It ends with a summary and exits non-zero if any invariant broke (a job not served, a job served twice, a
-/// registration left behind).
+/// `shoal-sim demo`: Shoal end to end on one machine — a real Kubernetes control plane, the real controller running
+/// as its ServiceAccount, agent pods running the real `agent-entrypoint` on a local node; only Azure DevOps is
+/// simulated. Plays a scenario (standby, a burst with demands, a pod killed mid-job, an orphan registration, the
+/// return to standby), shows it live, and exits 0 only if every invariant held. See docs/demo.md.
 struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
-        abstract: "Run the local demo: a simulated Azure DevOps organization and agent-entrypoint processes running jobs.")
+        abstract: "Run Shoal end to end locally: Kubernetes, pool-controller and agent pods for real, Azure DevOps simulated.",
+        discussion: "Without --kubeconfig or --cluster-dir it starts (and stops) a local control plane; see docs/demo.md.")
 
-    @Option(help: "Number of agent slots running side by side.")
-    var agents: Int = 3
+    @Option(help: "Use this cluster instead of starting one (admin rights; agent pods still run as local processes).")
+    var kubeconfig: String?
 
-    @Option(help: "Number of jobs to queue.")
-    var jobs: Int = 8
+    @Option(help: "Use the local control plane started by `scripts/local-k8s start DIR`.")
+    var clusterDir: String?
 
-    @Option(help: "Seconds each job runs.")
-    var jobSeconds: Double = 1.5
+    @Option(help: "Jobs in the burst.")
+    var jobs: Int = 16
+
+    @Option(help: "Jobs queued per second.")
+    var rate: Double = 4
+
+    @Option(help: "Typical seconds a job runs (jobs take 0.5x, 1x or 1.5x of it).")
+    var jobSeconds: Double = 3
+
+    @Option(help: "Idle agents the AgentPool keeps ready.")
+    var standby: Int = 2
+
+    @Option(help: "The AgentPool's maximum number of agents.")
+    var maxAgents: Int = 8
 
     @Option(help: "Give up after this many seconds.")
-    var timeout: Double = 120
+    var timeout: Double = 300
+
+    @Flag(help: "Plain line output instead of the live table (also when stdout is not a terminal).")
+    var noLive = false
 
     func validate() throws {
-        guard (1...32).contains(agents) else { throw ValidationError("--agents must be between 1 and 32, got \(agents)") }
+        guard kubeconfig == nil || clusterDir == nil else { throw ValidationError("--kubeconfig and --cluster-dir exclude each other") }
         guard (1...500).contains(jobs) else { throw ValidationError("--jobs must be between 1 and 500, got \(jobs)") }
+        guard rate > 0, rate <= 100 else { throw ValidationError("--rate must be above 0 and at most 100 jobs per second, got \(rate)") }
         guard jobSeconds >= 0, jobSeconds <= 600 else { throw ValidationError("--job-seconds must be between 0 and 600, got \(jobSeconds)") }
+        guard (1...20).contains(standby) else { throw ValidationError("--standby must be between 1 and 20, got \(standby)") }
+        guard maxAgents >= standby + 1, maxAgents <= 50 else { throw ValidationError("--max-agents must be between --standby + 1 and 50, got \(maxAgents)") }
+        guard timeout >= 30 else { throw ValidationError("--timeout must be at least 30 seconds, got \(timeout)") }
+    }
+
+    /// How the run ended.
+    private enum End: Sendable {
+        case played(DemoFacts)
+        case failed(String)
+        case interrupted(String)
     }
 
     func run() async throws {
-        var logger = Logger(label: "shoal.demo")
-        logger.logLevel = .warning
-        let listener = try Self.standInExecutable()
-        let workspace = FileManager.default.temporaryDirectory.appendingPathComponent("shoal-demo-\(getpid())")
-        try FileManager.default.createDirectory(at: workspace, withIntermediateDirectories: true)
-        var knobs = SimulatorKnobs()
-        knobs.messageLongPollTimeout = .seconds(1)
-        let configuration = SimulatorConfiguration(personalAccessTokens: ["demo-pat"], pools: ["demo"], knobs: knobs)
+        let console = DemoConsole(live: !noLive && isatty(1) == 1)
+        let executables = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path
+        let workspace = FileManager.default.temporaryDirectory.appendingPathComponent("shoal-demo-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
+        let logger = Logger(label: "shoal.demo", factory: { _ in SwiftLogNoOpLogHandler() })
+        let stack = DemoStack(workspace: workspace, executables: executables, say: { console.say("  " + $0) }, logger: logger)
+        let board = DemoBoard()
+        let tracker = PodTracker()
+        let workload = DemoWorkload(jobs: jobs, rate: rate, jobSeconds: jobSeconds, standby: standby, maxAgents: maxAgents)
+        let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
 
-        print("Shoal local demo — Azure DevOps is simulated; each agent is the real agent-entrypoint on a stand-in agent")
-        print("  workspace and agent logs: \(workspace.path)")
-        let outcome = try await AzureDevOpsSimulator.withSimulator(configuration, logger: logger) { simulator in
-            print("  organization: \(simulator.organizationURL)  pool: demo  agents: \(agents)  jobs: \(jobs)\n")
-            return try await play(simulator: simulator, listener: listener, workspace: workspace)
-        }
-        print(outcome.report)
-        if outcome.failures.isEmpty {
-            try? FileManager.default.removeItem(at: workspace)
-        } else {
-            throw ExitCode(1)
-        }
-    }
-
-    private struct Outcome {
-        var report: String
-        var failures: [String]
-    }
-
-    /// Runs the scenario: agent slots cycle register → one job → unregister while jobs are queued.
-    private func play(simulator: AzureDevOpsSimulator, listener: URL, workspace: URL) async throws -> Outcome {
-        let organization = simulator.organization
-        let started = Date()
-        let deadline = ContinuousClock.now + .seconds(timeout)
-        let stop = StopFlag()
-
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            for slot in 1...agents {
-                group.addTask {
-                    try await AgentSlot(slot: slot, listener: listener, workspace: workspace, organizationURL: simulator.organizationURL)
-                        .cycle(until: stop)
-                }
-            }
-            // Wait for the first agent so the pool is not empty (an empty pool fails jobs at queue time).
-            _ = try await organization.waitUntil(timeout: .seconds(60)) { $0.agents.contains { $0.isRegistered } }
-            let unsatisfiable = await organization.queueJob(.init(pool: "demo", name: "needs-a-gpu", demands: ["gpu -equals a100"]))
-            if case .failed(let failure) = unsatisfiable { print("  queue-time failure, as on the real service: \(failure.message)\n") }
-            var queued: [Int] = []
-            for index in 1...jobs {
-                let demands = index % 3 == 0 ? ["Agent.OS -equals Linux"] : []
-                let script = "echo \"job \(index) building on $(hostname)\"; sleep \(jobSeconds)"
-                queued.append(try await organization.queueJobOrThrow(.init(pool: "demo", name: "build-\(index)", demands: demands, script: script)))
-            }
-            var printed = 0
-            while ContinuousClock.now < deadline {
-                let snapshot = await organization.snapshot()
-                for event in snapshot.events.dropFirst(printed) where Self.shown.contains(event.kind) {
-                    print(String(format: "  %6.1fs  %@", event.time.timeIntervalSince(started), event.message))
-                }
-                printed = snapshot.events.count
-                let done = snapshot.requests.filter { queued.contains($0.requestId) && $0.isFinished }.count
-                if done == queued.count { break }
-                let seen = printed
-                _ = try? await organization.waitUntil(timeout: .seconds(1)) { $0.events.count > seen }
-            }
-            stop.set()
-            try await group.waitForAll()
-            let final = try await organization.waitUntil(timeout: .seconds(30)) { $0.sessions.isEmpty }
-            return Self.summarize(final, queued: queued, started: started)
-        }
-    }
-
-    private static let shown: Set<SimulatorEvent.Kind> = [.agentRegistered, .jobAssigned, .jobFinished, .agentDeleted]
-
-    private static func summarize(_ snapshot: OrganizationSnapshot, queued: [Int], started: Date) -> Outcome {
-        let mine = snapshot.requests.filter { queued.contains($0.requestId) }
-        let succeeded = mine.filter { $0.result == .succeeded }.count
-        let waits = mine.compactMap { request in request.assignTime.map { $0.timeIntervalSince(request.queueTime) } }.sorted()
-        func percentile(_ p: Double) -> String {
-            guard !waits.isEmpty else { return "n/a" }
-            return String(format: "%.2fs", waits[min(waits.count - 1, Int((Double(waits.count) * p).rounded(.up)) - 1)])
-        }
-        let agentsUsed = Set(mine.compactMap(\.reservedAgentId))
-        let leftovers = snapshot.agents.filter(\.isRegistered)
-        let minutes = max(Date().timeIntervalSince(started) / 60, 1.0 / 60)
-        let apiCalls = snapshot.requestCounts.values.flatMap(\.values).reduce(0, +)
-        var failures: [String] = []
-        if succeeded != queued.count { failures.append("\(queued.count - succeeded) of \(queued.count) jobs did not succeed") }
-        if agentsUsed.count != mine.count { failures.append("an agent ran more than one job") }
-        if !leftovers.isEmpty { failures.append("registrations left behind: \(leftovers.map(\.name))") }
-        let report = """
-
-        Summary
-          jobs served:            \(succeeded)/\(queued.count) succeeded, each on its own agent (\(agentsUsed.count) registrations)
-          queue-to-assign:        p50 \(percentile(0.5)), p95 \(percentile(0.95))
-          Azure DevOps requests:  \(apiCalls) (\(Int(Double(apiCalls) / minutes)) per minute)
-          leftover registrations: \(leftovers.count)
-          result:                 \(failures.isEmpty ? "OK — every invariant held" : "FAILED — " + failures.joined(separator: "; "))
-        """
-        return Outcome(report: report, failures: failures)
-    }
-
-    /// Finds `agent-standin` next to this executable (both are products of the same build).
-    static func standInExecutable() throws -> URL {
-        let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        let candidate = me.deletingLastPathComponent().appendingPathComponent("agent-standin")
-        guard FileManager.default.isExecutableFile(atPath: candidate.path) else {
-            throw ValidationError("agent-standin not found next to \(me.path); build the package first (swift build)")
-        }
-        return candidate
-    }
-}
-
-/// A flag set once by the scenario to tell agent slots to stop after their current cycle.
-final class StopFlag: Sendable {
-    private let state = Mutex(false)
-    func set() { state.withLock { $0 = true } }
-    var isSet: Bool { state.withLock { $0 } }
-}
-
-/// One agent slot, as a pod would be: lays out a stand-in agent and runs `agent-entrypoint` on it, which
-/// registers the agent, runs exactly one job and unregisters it; then the slot starts over with a new name.
-struct AgentSlot: Sendable {
-    let slot: Int
-    let listener: URL
-    let workspace: URL
-    let organizationURL: String
-
-    func cycle(until stop: StopFlag) async throws {
-        let entrypoint = listener.deletingLastPathComponent().appendingPathComponent("agent-entrypoint")
-        guard FileManager.default.isExecutableFile(atPath: entrypoint.path) else {
-            throw ValidationError("agent-entrypoint not found at \(entrypoint.path); build it first (swift build)")
-        }
-        var round = 0
-        while !stop.isSet {
-            round += 1
-            let name = "demo-agent-\(slot)-\(round)"
-            let directory = workspace.appendingPathComponent(name)
-            try AgentStandIn.install(at: directory, listenerExecutable: listener)
-            let log = workspace.appendingPathComponent("\(name).log")
-            FileManager.default.createFile(atPath: log.path, contents: nil)
-            let output = try FileHandle(forWritingTo: log)
-            defer { try? output.close() }
-            var environment = ProcessInfo.processInfo.environment
-            environment["AZP_URL"] = organizationURL
-            environment["AZP_TOKEN"] = "demo-pat"
-            environment["AZP_POOL"] = "demo"
-            environment["AZP_AGENT_NAME"] = name
-            environment["AZP_AGENT_DIR"] = directory.path
-            environment["AZP_TERMINATION_LOG"] = workspace.appendingPathComponent("\(name).termination").path
-            let readyFile = workspace.appendingPathComponent("\(name).ready").path
-            environment["AZP_READY_FILE"] = readyFile
-            environment["AZP_RELAUNCH_DELAY"] = "0"
-            environment["AGENT_ALLOW_RUNASROOT"] = "1"
-            // A safety net, as in production: an agent that never gets a job unregisters and exits by itself.
-            environment["AZP_IDLE_TIMEOUT"] = "60"
-            let process = Process()
-            process.executableURL = entrypoint
-            process.environment = environment
-            process.standardOutput = output
-            process.standardError = output
-            // Once every job is done, idle entrypoints get SIGTERM: they unregister their agent and exit 0.
-            let status: Int32 = try await withThrowingTaskGroup(of: Int32?.self) { group in
-                group.addTask { try await Self.run(process) }
-                group.addTask {
-                    while !stop.isSet && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(200)) }
-                    // The entrypoint may still be starting when the demo ends: stop it once its agent listens
-                    // (the readiness file), like a pod past its readiness probe. This task is cancelled as soon as
-                    // the entrypoint has exited.
-                    while !Task.isCancelled {
-                        if process.isRunning, FileManager.default.fileExists(atPath: readyFile) {
-                            process.terminate()
-                            return nil
-                        }
-                        try? await Task.sleep(for: .milliseconds(50))
-                    }
+        console.say("Shoal demo: Kubernetes, pool-controller and agent-entrypoint are real; Azure DevOps is simulated")
+        console.say("  workspace (controller and pod logs): \(workspace)")
+        let end: End = await withTaskGroup(of: End?.self) { group in
+            group.addTask {
+                do {
+                    return .played(try await play(stack: stack, board: board, tracker: tracker, workload: workload, console: console))
+                } catch is CancellationError {
                     return nil
+                } catch {
+                    return .failed("\(error)")
                 }
-                while let next = try await group.next() {
-                    if let status = next {
-                        group.cancelAll()
-                        return status
-                    }
-                }
-                return -1
             }
-            guard status == 0 else { throw ValidationError("\(name): agent-entrypoint exited \(status); see \(log.path)") }
+            group.addTask {
+                for await signal in signals { return .interrupted("\(signal)") }
+                return nil
+            }
+            var result: End = .interrupted("cancelled")
+            if let first = await group.next(), let first { result = first }
+            group.cancelAll()
+            return result
+        }
+        console.finish()
+        let organization = await stack.simulator?.organization
+        let snapshot = await organization?.snapshot()
+        let minutes = await board.elapsed / 60
+        let peak = await tracker.peak
+        let pods = await tracker.pods
+        console.say("  cleaning up: AgentPool, controller, local node\(await stack.startedClusterDirectory != nil ? ", control plane" : "")")
+        await stack.tearDown()
+
+        switch end {
+        case .interrupted(let signal):
+            console.say("interrupted (\(signal)): stopped everything the demo started")
+            throw ExitCode(130)
+        case .failed(let message):
+            if let snapshot { console.say(DemoSummary(facts: DemoFacts(), snapshot: snapshot, pods: pods, peak: peak, workload: workload, minutes: minutes).report) }
+            console.say("FAILED: \(message)\n  logs: \(workspace)")
+            throw ExitCode(1)
+        case .played(let facts):
+            guard let snapshot else { throw ExitCode(1) }
+            let summary = DemoSummary(facts: facts, snapshot: snapshot, pods: pods, peak: peak, workload: workload, minutes: minutes)
+            console.say(summary.report)
+            if summary.failures.isEmpty {
+                try? FileManager.default.removeItem(atPath: workspace)
+            } else {
+                console.say("  logs: \(workspace)")
+                throw ExitCode(1)
+            }
         }
     }
 
-    private static func run(_ process: Process) async throws -> Int32 {
-        try await withCheckedThrowingContinuation { continuation in
-            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-            do { try process.run() } catch { continuation.resume(throwing: error) }
+    /// Starts the stack and plays the scenario while the observer shows it.
+    private func play(stack: DemoStack, board: DemoBoard, tracker: PodTracker, workload: DemoWorkload, console: DemoConsole) async throws -> DemoFacts {
+        let deadline = ContinuousClock.now + .seconds(timeout)
+        let source: DemoClusterSource = kubeconfig.map { .kubeconfig($0) } ?? clusterDir.map { .localDirectory($0) } ?? .startLocal
+        let (adminKubeconfig, controllerKubeconfig, identity) = try await stack.provideCluster(source)
+        console.say("  cluster: \(await stack.clusterDescription)")
+        let manifest = LocalCluster.repositoryRoot.appendingPathComponent("deploy/install.yaml").path
+        let admin = try await stack.install(adminKubeconfig: adminKubeconfig, manifest: manifest)
+        var knobs = SimulatorKnobs()
+        knobs.sessionTimeout = .seconds(10)
+        let simulator = try await stack.startSimulator(knobs: knobs)
+        console.say("  Azure DevOps (simulated): \(simulator.organizationURL), pool '\(DemoNames.azurePool)'")
+        try await stack.startNode(adminKubeconfig: adminKubeconfig)
+        console.say("  local node \(DemoNames.nodeName): runs agent pods as processes; image \(DemoNames.agentImage) = shoal-sim agent-image (stand-in agent + agent-entrypoint)")
+        try await stack.startController(kubeconfig: controllerKubeconfig)
+        console.say("  pool-controller: running as \(identity), watching namespace \(DemoNames.agentNamespace)")
+        try await stack.createPool(spec: poolSpec(organizationURL: simulator.organizationURL, nodeName: kubeconfig == nil ? nil : DemoNames.nodeName))
+        console.say("  AgentPool \(DemoNames.agentNamespace)/\(DemoNames.pool): standby \(workload.standby), max \(workload.maxAgents), capabilities \(DemoWorkload.capabilities.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))\n")
+
+        let scenario = DemoScenario(
+            organization: simulator.organization, workload: workload, board: board, tracker: tracker, nodeDirectory: stack.nodeDirectory,
+            deadline: deadline, health: { await stack.crashedProcess() })
+        let controllerLog = stack.controllerLog
+        return try await withThrowingTaskGroup(of: DemoFacts?.self) { group in
+            group.addTask {
+                try await tracker.follow(admin)
+                return nil
+            }
+            group.addTask {
+                var reader = ControllerLogReader(path: controllerLog)
+                while !Task.isCancelled {
+                    for decision in reader.newDecisions() { await board.note(decision) }
+                    let frame = await Self.frame(board: board, tracker: tracker, organization: simulator.organization, admin: admin, workload: workload)
+                    console.show(frame, events: await board.events, total: await board.plannedJobs)
+                    try? await Task.sleep(for: .milliseconds(500))
+                }
+                return nil
+            }
+            group.addTask { try await scenario.play() }
+            while let next = try await group.next() {
+                if let facts = next {
+                    // A last frame with the final counts and decisions.
+                    try? await Task.sleep(for: .milliseconds(600))
+                    group.cancelAll()
+                    return facts
+                }
+            }
+            throw DemoFailure("the scenario ended without a result")
         }
+    }
+
+    /// The demo's AgentPool spec: the agent image the local node maps, fast timings, the demo's capabilities.
+    private func poolSpec(organizationURL: String, nodeName: String?) -> KubeJSON {
+        var environment: [KubeJSON] = [["name": "AZP_READY_FILE", "value": "ready"], ["name": "AZP_RELAUNCH_DELAY", "value": "0"]]
+        for (name, value) in DemoWorkload.capabilities.sorted(by: { $0.key < $1.key }) {
+            environment.append(["name": .string(name), "value": .string(value)])
+        }
+        var podSpec: KubeJSON = [
+            "terminationGracePeriodSeconds": 30,
+            "containers": [["name": "agent", "image": .string(DemoNames.agentImage), "env": .array(environment)]],
+        ]
+        // A real cluster's scheduler would place the pods on real nodes, where the demo image does not exist.
+        if let nodeName { podSpec["nodeName"] = .string(nodeName) }
+        return [
+            "organizationUrl": .string(organizationURL), "poolName": .string(DemoNames.azurePool), "tokenSecretRef": ["name": "azdo"],
+            "standby": .int(Int64(standby)), "maxAgents": .int(Int64(maxAgents)),
+            "capabilities": .object(DemoWorkload.capabilities.mapValues { .string($0) }),
+            "template": ["spec": podSpec],
+            "timing": ["pollIntervalSeconds": 1, "idleScaleDownDelaySeconds": 3, "orphanGracePeriodSeconds": 5, "pendingTimeoutSeconds": 120],
+        ]
+    }
+
+    /// Gathers one frame from the simulator, the pod watch and the AgentPool's status.
+    private static func frame(
+        board: DemoBoard, tracker: PodTracker, organization: SimulatedOrganization, admin: KubernetesClient, workload: DemoWorkload
+    ) async -> DemoFrame {
+        let snapshot = await organization.snapshot()
+        let ids = Set(await board.requestIds)
+        let mine = snapshot.requests.filter { ids.contains($0.requestId) }
+        var frame = DemoFrame(elapsed: await board.elapsed, step: await board.step)
+        frame.jobsTotal = await board.plannedJobs
+        frame.jobsQueued = mine.count { $0.phase == .queued }
+        frame.jobsRunning = mine.count { $0.phase == .assigned || $0.phase == .running }
+        frame.jobsDone = mine.count(where: \.isFinished)
+        let agents = DemoScenario.ours(snapshot)
+        frame.agentsBusy = agents.count { $0.assignedRequestId != nil }
+        frame.agentsIdle = agents.count { $0.status == .online && $0.assignedRequestId == nil }
+        frame.agentsOffline = agents.count { $0.status != .online && $0.assignedRequestId == nil }
+        frame.placeholder = snapshot.agent(named: DemoScenario.placeholder)?.isRegistered == true
+        frame.pods = await tracker.byColumn()
+        frame.peakPods = await tracker.peak
+        frame.maxAgents = workload.maxAgents
+        if let pool = try? await admin.get(DynamicObject.self, DemoNames.agentPools, namespace: DemoNames.agentNamespace, name: DemoNames.pool) {
+            let status = pool.json["status"]
+            func number(_ key: String) -> String { status?[key]?.intValue.map(String.init) ?? "-" }
+            let ready = status?["conditions"]?.arrayValue?.first { $0["type"]?.stringValue == "Ready" }
+            frame.poolStatus = "Queued \(number("queued"))  Busy \(number("busy"))  Idle \(number("idle"))  Starting \(number("starting"))  Ready \(ready?["status"]?.stringValue ?? "-")"
+        }
+        return frame
     }
 }

@@ -194,6 +194,34 @@ struct ControllerWorld: Sendable {
         return ids
     }
 
+    /// Waits until the controller has read the pool's job requests `count` more times (that many reconciles).
+    func waitForReconciles(_ count: Int, timeout: Duration = .seconds(60)) async throws {
+        let route = "GET pools/{poolId}/jobrequests"
+        let start = await organization.snapshot().requestCounts[route]?.values.reduce(0, +) ?? 0
+        try await organization.waitUntil(timeout: timeout) { ($0.requestCounts[route]?.values.reduce(0, +) ?? 0) >= start + count }
+    }
+
+    /// Registrations that are ours and not the placeholder, as `name:status` for messages.
+    func describeRegistrations() async -> [String] {
+        await registrations().map { "\($0.name):\($0.status)\($0.assignedRequestId.map { ":job\($0)" } ?? "")" }
+    }
+
+    /// The pool's pods as `name:phase` for messages.
+    func describePods() async throws -> [String] {
+        try await pods().map { "\($0.metadata.name ?? ""):\($0.status?.phase ?? "")\($0.metadata.deletionTimestamp == nil ? "" : ":terminating")" }
+    }
+
+    /// Waits until the pool rests at `standby` idle agents: that many online idle registrations (besides the
+    /// placeholder), as many Running pods, and nothing else.
+    func waitForStandby(_ standby: Int, timeout: Duration = .seconds(90)) async throws -> Bool {
+        try await eventually(timeout: timeout) {
+            let registrations = await registrations().filter { !$0.name.hasSuffix("-placeholder") }
+            let pods = try await pods()
+            return registrations.count == standby && registrations.allSatisfy { $0.status == .online && $0.assignedRequestId == nil }
+                && pods.count == standby && pods.allSatisfy { $0.status?.phase == "Running" && $0.metadata.deletionTimestamp == nil }
+        }
+    }
+
     /// Kills every process of a pod (as a crashing container would), leaving Kubernetes and Azure DevOps to notice.
     func killPodProcesses(_ pod: Pod) throws -> Int {
         let directory = node.podDirectory(namespace: namespace, name: pod.metadata.name ?? "", uid: pod.metadata.uid ?? "")
@@ -205,6 +233,12 @@ struct ControllerWorld: Sendable {
         }
         return killed
     }
+}
+
+/// Records an issue with a message that takes async work to build (the state of the world when a wait failed).
+func expect(_ condition: Bool, sourceLocation: SourceLocation = #_sourceLocation, _ message: () async throws -> String) async throws {
+    guard !condition else { return }
+    Issue.record(Comment(rawValue: try await message()), sourceLocation: sourceLocation)
 }
 
 /// A logger that only reports warnings and errors, so test output stays readable.

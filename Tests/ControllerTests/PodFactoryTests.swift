@@ -79,6 +79,24 @@ struct PodFactoryTests {
         #expect(pod["metadata"]?["name"] == nil)
     }
 
+    @Test("declared capabilities become environment variables of the agent container, unless the template sets them")
+    func capabilitiesBecomeEnvironment() throws {
+        var json = try #require(try templateSpec().template["spec"])
+        json = ["spec": json]
+        let spec = try PoolSpec.resolve(
+            [
+                "organizationUrl": "https://dev.azure.com/contoso", "poolName": "k8s", "tokenSecretRef": ["name": "azdo"],
+                "capabilities": ["docker": "true", "JAVA_HOME": "/declared"], "template": json,
+            ], name: "linux")
+        let pod = PodFactory.makePod(spec: spec, pool: pool, poolUID: nil)
+        let containers = pod["spec"]?["containers"]?.arrayValue ?? []
+        let agentEnv = containers.first { $0["name"] == "agent" }?["env"]?.arrayValue ?? []
+        #expect(agentEnv.filter { $0["name"] == "docker" } == [["name": "docker", "value": "true"]])
+        #expect(agentEnv.filter { $0["name"] == "JAVA_HOME" } == [["name": "JAVA_HOME", "value": "/opt/java"]], "the template's value wins")
+        let sidecarEnv = containers.first { $0["name"] == "docker" }?["env"]?.arrayValue ?? []
+        #expect(!sidecarEnv.contains { $0["name"] == "docker" }, "only the agent container gets them")
+    }
+
     @Test("without the AgentPool's uid there is no owner reference")
     func noOwnerWithoutUID() throws {
         let pod = PodFactory.makePod(spec: try templateSpec(), pool: pool, poolUID: nil)

@@ -133,6 +133,8 @@ struct PoolSpecTests {
             (patched(["tokenSecretRef": ["name": nil]]), "spec.tokenSecretRef.name"),
             (patched(["tokenSecretRef": ["key": ""]]), "spec.tokenSecretRef.key"),
             (patched(["standby": -1]), "spec.standby"),
+            (patched(["capabilities": ["has space": "1"]]), "spec.capabilities.has space"),
+            (patched(["capabilities": ["1docker": "true"]]), "spec.capabilities.1docker"),
             (patched(["standby": "2"]), "spec.standby"),
             (patched(["standby": 2.5]), "spec.standby"),
             (patched(["standby": 5, "maxAgents": 3]), "spec.standby"),

@@ -1,16 +1,22 @@
 import Foundation
+import Simulators
 import Testing
 
-/// The README's demo command must keep working: it runs the real entrypoint on stand-in agents and exits 0 only
-/// when every invariant held (every job served once, no registration left behind).
-@Suite("The local demo", .timeLimit(.minutes(2)))
+/// The README's demo command must keep working: the real controller, local node and agent-entrypoint against the
+/// local API server and the simulator; it exits 0 only when every invariant of its scenario held.
+@Suite("The local demo", .timeLimit(.minutes(3)))
 struct DemoTests {
-    @Test("shoal-sim demo serves every job on its own agent and leaves nothing behind")
+    @Test("shoal-sim demo serves every job on its own agent, cleans up a killed pod and an orphan, and returns to standby")
     func demo() async throws {
+        let cluster = try await LocalCluster.shared.info()
         let directory = try BuiltProducts.directory(holding: "shoal-sim")
         let process = Process()
         process.executableURL = directory.appendingPathComponent("shoal-sim")
-        process.arguments = ["demo", "--agents", "2", "--jobs", "4", "--job-seconds", "0.2", "--timeout", "90"]
+        // A small workload on the tests' cluster (scripts/test exports SHOAL_TEST_KUBE_DIR): about 30 seconds.
+        process.arguments = [
+            "demo", "--cluster-dir", cluster.dir, "--jobs", "4", "--rate", "10", "--job-seconds", "1", "--standby", "2", "--max-agents", "4",
+            "--timeout", "150", "--no-live",
+        ]
         // Output goes to a file and the exit is awaited, so no thread of the test pool blocks on a pipe.
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("shoal-demo-test-\(UUID().uuidString).log")
         FileManager.default.createFile(atPath: log.path, contents: nil)
@@ -25,8 +31,11 @@ struct DemoTests {
         try handle.close()
         let text = try String(contentsOf: log, encoding: .utf8)
         #expect(status == 0, "\(text)")
-        #expect(text.contains("jobs served:            4/4 succeeded, each on its own agent"))
-        #expect(text.contains("leftover registrations: 0"))
-        #expect(text.contains("No agent found in pool demo which satisfies the specified demands: gpu -equals a100"))
+        #expect(text.contains("result:                  OK: every invariant held"), "\(text)")
+        #expect(text.contains("jobs served:             4/4 burst jobs succeeded"))
+        #expect(text.contains("refused at queue time:   No agent found in pool demo which satisfies the specified demands: gpu -equals a100"))
+        #expect(text.contains("leftovers:               0 offline registrations, 0 completed pods, 0 pods above standby"))
+        #expect(text.contains("controller: created"), "the controller's decisions are shown")
+        #expect(text.contains("controller: deleted registration"), "the orphan and the killed pod's registration were deleted by the controller")
     }
 }

@@ -77,13 +77,44 @@ package struct PodProcess: Sendable {
     }
 
     /// Sends `signal` to the whole process group; false if it is already gone.
+    ///
+    /// SIGKILL goes to every descendant too, wherever its process group: in a container, killing it kills every
+    /// process in it, and an agent listener in a process group of its own must not outlive its "container".
     @discardableResult
     package func signal(_ signal: Int32) -> Bool {
+        if signal == SIGKILL {
+            for descendant in Self.descendants(of: pid) { sendSignal(descendant, SIGKILL) }
+        }
+        return sendSignal(-pid, signal)
+    }
+
+    private func sendSignal(_ target: pid_t, _ signal: Int32) -> Bool {
         #if canImport(Glibc)
-        Glibc.kill(-pid, signal) == 0
+        Glibc.kill(target, signal) == 0
         #else
-        Darwin.kill(-pid, signal) == 0
+        Darwin.kill(target, signal) == 0
         #endif
+    }
+
+    /// Every process below `root` in the process tree, from `/proc` (empty where there is no `/proc`).
+    static func descendants(of root: pid_t) -> [pid_t] {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        var children: [pid_t: [pid_t]] = [:]
+        for entry in entries {
+            guard let pid = pid_t(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { continue }
+            // After "pid (comm) state ppid ...": the comm may contain spaces and parentheses, so split after the last ')'.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, let parent = pid_t(fields[1]) { children[parent, default: []].append(pid) }
+        }
+        var result: [pid_t] = []
+        var queue = children[root] ?? []
+        while let next = queue.popLast() {
+            result.append(next)
+            queue += children[next] ?? []
+        }
+        return result
     }
 
     /// Reaps the child if it has exited, without blocking.

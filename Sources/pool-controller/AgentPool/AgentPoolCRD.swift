@@ -121,7 +121,7 @@ enum AgentPoolCRD {
                 "imagePullSecretName": string("With 'image': the Secret to pull it with.", minLength: 1, maxLength: 253),
                 "capabilities": [
                     "type": "object",
-                    "description": "User capabilities the agent image has; used to match job demands and given to the scale-to-zero placeholder.",
+                    "description": "Capabilities the agents advertise: set as environment variables of the agent container (the agent reports its environment), matched against job demands and given to the scale-to-zero placeholder.",
                     "additionalProperties": ["type": "string"],
                 ],
                 "timing": [

@@ -47,7 +47,8 @@ struct PoolSpec: Sendable, Hashable {
     var template: KubeJSON
     /// Pod and agent names are `<prefix>-<5 random characters>` (`spec.prefix`, default the AgentPool's name).
     var prefix: String
-    /// `spec.capabilities`: user capabilities the agent image has, used to match demands and given to the placeholder.
+    /// `spec.capabilities`: capabilities the agents advertise (set as environment variables of the agent container),
+    /// used to match demands and given to the placeholder.
     var capabilities: [String: String]
     /// `spec.timing`.
     var timing: PoolTiming
@@ -147,6 +148,11 @@ struct PoolSpec: Sendable, Hashable {
                 guard let text = value.stringValue else {
                     throw SpecError(field: "spec.capabilities.\(key)", problem: "must be a string (quote numbers and booleans)")
                 }
+                guard isEnvironmentName(key) else {
+                    throw SpecError(
+                        field: "spec.capabilities.\(key)",
+                        problem: "must be usable as an environment variable name (letters, digits, '_', '-', '.', not starting with a digit): the agent learns its capabilities from its environment")
+                }
                 capabilities[key] = text
             }
         }
@@ -173,6 +179,12 @@ struct PoolSpec: Sendable, Hashable {
         ]
         if let pullSecret { podSpec["imagePullSecrets"] = [["name": .string(pullSecret)]] }
         return ["spec": podSpec]
+    }
+
+    /// Whether `text` is a valid container environment variable name (Kubernetes' rule).
+    static func isEnvironmentName(_ text: String) -> Bool {
+        guard let first = text.first, !("0"..."9").contains(first) else { return false }
+        return text.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" || $0 == ".") }
     }
 
     /// Whether `text` is an RFC 1123 label: lowercase alphanumerics and '-', starting and ending alphanumeric.

@@ -50,6 +50,8 @@ actor PoolSchedule {
 /// The AgentPools the controller manages, as last seen by the watch.
 actor PoolRegistry {
     private var pools: [PoolKey: AgentPoolObject] = [:]
+    /// Whether the first list arrived (before it, "no AgentPool" is not yet known to be true).
+    private(set) var isSynced = false
 
     /// The pool's latest object.
     func pool(_ key: PoolKey) -> AgentPoolObject? { pools[key] }
@@ -70,6 +72,7 @@ actor PoolRegistry {
         let fresh = Dictionary(objects.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
         let gone = pools.keys.filter { fresh[$0] == nil }
         pools = fresh
+        isSynced = true
         return gone
     }
 
@@ -104,6 +107,11 @@ struct ReconcileLoop: Sendable {
         while true {
             try Task.checkCancellation()
             onProgress()
+            // Legacy mode picks "the AgentPool in TARGET_NAMESPACE, else a default one": only once the list is in.
+            if legacy != nil, await !registry.isSynced {
+                try await clock.sleep(for: idleTick)
+                continue
+            }
             if let legacy {
                 let key = legacy.pool(from: await registry.all).key
                 if await !schedule.isScheduled(key) { await schedule.wake(key) }
