@@ -15,14 +15,6 @@ enum TokenSource: Sendable, Equatable {
     case file(String)
 }
 
-/// Log line format.
-enum LogFormat: String, Sendable {
-    /// `2024-05-01T12:00:00Z info agent-entrypoint: message key=value`.
-    case text
-    /// One JSON object per line.
-    case json
-}
-
 /// Everything the entrypoint needs, built once from flags and the environment, then validated.
 ///
 /// Flags win over environment variables. Every validation error names the variable (and its flag) and the bad

@@ -72,18 +72,7 @@ if getuid() == 0 && !settings.allowRunAsRoot {
 
 // 3. Logging.
 let logLevel = Logger.Level(rawValue: settings.logLevel) ?? .info
-LoggingSystem.bootstrap { label in
-    switch settings.logFormat {
-    case .json:
-        var handler = JSONLogHandler(label: label)
-        handler.logLevel = logLevel
-        return handler
-    case .text:
-        var handler = TextLogHandler(label: label)
-        handler.logLevel = logLevel
-        return handler
-    }
-}
+LoggingSystem.bootstrap { label in settings.logFormat.handler(label: label, level: logLevel) }
 let logger: Logger = {
     var logger = Logger(label: "agent-entrypoint")
     logger[metadataKey: "agent"] = "\(settings.agentName)"

@@ -56,18 +56,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         let level = settings.logLevel
         let format = settings.logFormat
-        LoggingSystem.bootstrap { label in
-            switch format {
-            case .json:
-                var handler = JSONLogHandler(label: label)
-                handler.logLevel = level
-                return handler
-            case .text:
-                var handler = TextLogHandler(label: label)
-                handler.logLevel = level
-                return handler
-            }
-        }
+        LoggingSystem.bootstrap { label in format.handler(label: label, level: level) }
         let logger = Logger(label: "shoal.pool-controller")
         do {
             try await ControllerApplication(settings: settings, logger: logger).run()

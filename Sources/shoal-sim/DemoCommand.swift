@@ -99,6 +99,7 @@ struct DemoCommand: AsyncParsableCommand {
         let minutes = await board.elapsed / 60
         let peak = await tracker.peak
         let pods = await tracker.pods
+        let controllerUsage = await stack.controller.map { ProcessUsage.read(pid: $0.pid) } ?? nil
         console.say("  cleaning up: AgentPool, controller, local node\(await stack.startedClusterDirectory != nil ? ", control plane" : "")")
         await stack.tearDown()
 
@@ -114,6 +115,9 @@ struct DemoCommand: AsyncParsableCommand {
             guard let snapshot else { throw ExitCode(1) }
             let summary = DemoSummary(facts: facts, snapshot: snapshot, pods: pods, peak: peak, workload: workload, minutes: minutes)
             console.say(summary.report)
+            if let controllerUsage {
+                console.say(String(format: "  pool-controller:         peak RSS %.1f MiB, CPU %.2f s over %.1f min", controllerUsage.peakResidentMiB, controllerUsage.cpuSeconds, minutes))
+            }
             if summary.failures.isEmpty {
                 try? FileManager.default.removeItem(atPath: workspace)
             } else {

@@ -12,19 +12,8 @@ import Testing
 
 /// The executables the end-to-end tests run as pods.
 enum Executables {
-    /// The directory holding the test bundle and the package's executables.
-    static func directory(holding name: String) throws -> URL {
-        let testBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        var directory = testBinary.deletingLastPathComponent()
-        for _ in 0..<4 {
-            if FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent(name).path) { return directory }
-            directory = directory.deletingLastPathComponent()
-        }
-        throw ClusterUnavailable(description: "\(name) not found near \(testBinary.path); run `swift build --build-tests` first")
-    }
-
     /// `shoal-sim`, which plays the agent image (`agent-image`) next to `agent-entrypoint` and `agent-standin`.
-    static func shoalSim() throws -> String { try directory(holding: "shoal-sim").appendingPathComponent("shoal-sim").path }
+    static func shoalSim() throws -> String { try BuiltProducts.path("shoal-sim").path }
 }
 
 /// One end-to-end world: a namespace on the real local API server with the AgentPool CRD, the Azure DevOps

@@ -11,40 +11,14 @@ import Musl
 
 /// Failures of the test harness itself (not of the entrypoint under test).
 enum HarnessError: Error, CustomStringConvertible {
-    case executableNotFound(String, near: String)
     case timedOut(String, output: String)
     case notRunning
 
     var description: String {
         switch self {
-        case .executableNotFound(let name, let near): "\(name) not found next to \(near); run `swift build` first"
         case .timedOut(let what, let output): "timed out waiting for \(what); output so far:\n\(output)"
         case .notRunning: "the entrypoint is not running"
         }
-    }
-}
-
-/// The built products next to the test binary (`.build/<config>/`).
-enum BuiltProducts {
-    /// The directory holding the test bundle and the executables.
-    static func directory(holding name: String) throws -> URL {
-        let testBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        var directory = testBinary.deletingLastPathComponent()
-        for _ in 0..<4 {
-            if FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent(name).path) { return directory }
-            directory = directory.deletingLastPathComponent()
-        }
-        throw HarnessError.executableNotFound(name, near: testBinary.path)
-    }
-
-    /// `agent-entrypoint`.
-    static func entrypoint() throws -> URL {
-        try directory(holding: "agent-entrypoint").appendingPathComponent("agent-entrypoint")
-    }
-
-    /// `agent-standin`.
-    static func standIn() throws -> URL {
-        try directory(holding: "agent-standin").appendingPathComponent("agent-standin")
     }
 }
 

@@ -115,3 +115,25 @@ package enum RawOutput {
         }
     }
 }
+
+/// How Shoal's executables write log lines (`LOG_FORMAT`).
+package enum LogFormat: String, Sendable, Equatable, CaseIterable {
+    /// `2024-05-01T12:00:00Z info agent-entrypoint: message key=value`.
+    case text
+    /// One JSON object per line.
+    case json
+
+    /// A handler of this format at `level`, for `LoggingSystem.bootstrap` (called once, in `main`).
+    package func handler(label: String, level: Logger.Level) -> any LogHandler {
+        switch self {
+        case .json:
+            var handler = JSONLogHandler(label: label)
+            handler.logLevel = level
+            return handler
+        case .text:
+            var handler = TextLogHandler(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+}

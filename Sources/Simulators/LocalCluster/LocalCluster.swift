@@ -171,3 +171,28 @@ package func eventually(timeout: Duration = .seconds(30), _ condition: () async 
     }
     return try await condition()
 }
+
+/// The package's built executables, found next to the running test binary (`.build/<config>/`).
+package enum BuiltProducts {
+    /// The directory holding the test bundle and the executables.
+    package static func directory(holding name: String) throws -> URL {
+        let testBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var directory = testBinary.deletingLastPathComponent()
+        for _ in 0..<4 {
+            if FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent(name).path) { return directory }
+            directory = directory.deletingLastPathComponent()
+        }
+        throw ClusterUnavailable(description: "\(name) not found next to \(testBinary.path); run `swift build --build-tests` first")
+    }
+
+    /// The path of the executable `name`.
+    package static func path(_ name: String) throws -> URL {
+        try directory(holding: name).appendingPathComponent(name)
+    }
+
+    /// `agent-entrypoint`.
+    package static func entrypoint() throws -> URL { try path("agent-entrypoint") }
+
+    /// `agent-standin`.
+    package static func standIn() throws -> URL { try path("agent-standin") }
+}

@@ -33,11 +33,6 @@ struct ControllerSettings: Sendable, Equatable {
     /// The original project's variables, when set.
     var legacy: LegacyConfiguration?
 
-    /// Log line formats.
-    enum LogFormat: String, Sendable, Equatable, CaseIterable {
-        case json, text
-    }
-
     /// What can be given on the command line; nil means "not given".
     struct Flags: Sendable {
         var kubeconfig: String?

@@ -122,3 +122,25 @@ struct DemoFailure: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
 }
+
+/// What a process has used so far, from `/proc` (Linux only).
+struct ProcessUsage {
+    /// Peak resident set size (`VmHWM`), in MiB.
+    var peakResidentMiB: Double
+    /// User plus system CPU time, in seconds.
+    var cpuSeconds: Double
+
+    /// Reads the usage of a live process; nil when `/proc` has no such process.
+    static func read(pid: pid_t) -> ProcessUsage? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")")
+        else { return nil }
+        let hwm = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }?.split(separator: " ").dropFirst().first.flatMap { Double($0) } ?? 0
+        // Fields after the command: state is field 3, utime and stime are fields 14 and 15.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let utime = fields.count > 12 ? Double(fields[11]) ?? 0 : 0
+        let stime = fields.count > 12 ? Double(fields[12]) ?? 0 : 0
+        return ProcessUsage(peakResidentMiB: hwm / 1024, cpuSeconds: (utime + stime) / max(ticks, 1))
+    }
+}
