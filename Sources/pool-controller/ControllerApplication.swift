@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import NIOCore
 import Kubernetes
 import Logging
 import Prometheus
@@ -39,7 +40,11 @@ struct ControllerApplication {
         }
         let registry = PrometheusCollectorRegistry()
         let metrics = ControllerMetrics(factory: ControllerMetrics.prometheusFactory(registry: registry))
-        let http = AzureDevOpsClient.makeHTTPClient(AzureDevOpsClientConfiguration(organization: try! OrganizationURL("https://dev.azure.com/shoal")))
+        // One HTTP client for every organization, with the Azure DevOps client's timeouts (10 s connect, 60 s read).
+        var httpConfiguration = HTTPClient.Configuration()
+        httpConfiguration.timeout.connect = .seconds(10)
+        httpConfiguration.timeout.read = .seconds(60)
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
         let clock = SystemClock()
         let connector = LiveAzureDevOpsConnector(http: http, clock: clock, logger: logger) { record in
             metrics.azureDevOpsRequest(route: record.route, status: record.status, duration: record.duration)

@@ -23,6 +23,12 @@ struct ControllerEndToEndTests {
                         snapshot.agents.count { $0.deletedOn == nil && $0.status == .online && $0.assignedRequestId == nil && !$0.name.hasSuffix("placeholder") } == 2
                     }
 
+                    // Held: three more reconciles change nothing.
+                    let standbyAgents = await world.registrations().filter { !$0.name.hasSuffix("-placeholder") }.map(\.id)
+                    try await world.waitForReconciles(3)
+                    let stillThere = await world.registrations().filter { !$0.name.hasSuffix("-placeholder") }.map(\.id)
+                    #expect(stillThere == standbyAgents, "the standby is held, not churned")
+
                     let jobs = try await world.queueJobs(10, seconds: 1)
                     let done = try await world.organization.waitUntil(timeout: .seconds(180)) { snapshot in
                         jobs.allSatisfy { id in snapshot.requests.first { $0.requestId == id }?.isFinished ?? false }
@@ -319,6 +325,29 @@ struct ControllerEndToEndTests {
             let rested = try await world.waitForStandby(1)
             try await expect(rested) { "standby: \(await world.describeRegistrations())" }
             #expect(await highWater.maximum <= 4)
+        }
+    }
+
+    @Test("a throttled organization is reported as Throttled, and the pool recovers when the throttling ends")
+    func throttled() async throws {
+        try await ControllerWorld.run { world in
+            _ = world.organization.addFault(FaultRule(.tooManyRequests(retryAfterSeconds: 1), route: "pools/{poolId}/jobrequests", method: "GET"))
+            try await world.createPool(spec: ControllerWorld.poolSpec(organizationURL: world.simulator.organizationURL, standby: 1, maxAgents: 2))
+            try await world.withController {
+                let reported = try await eventually(timeout: .seconds(90)) {
+                    let ready = try await world.pool().status?.conditions?["Ready"]
+                    return ready?.status == "False" && ready?.reason == "Throttled"
+                }
+                #expect(reported)
+                let events = try await world.kube.listAll(Event.self, .events, namespace: world.namespace).items
+                #expect(events.contains { $0.reason == "Throttled" && $0.type == "Warning" })
+                #expect(try await world.pods().isEmpty, "nothing is decided on a failed observation")
+
+                world.organization.clearFaults()
+                #expect(try await world.waitForStandby(1))
+                let recovered = try await eventually(timeout: .seconds(60)) { try await world.pool().status?.conditions?["Ready"]?.status == "True" }
+                #expect(recovered)
+            }
         }
     }
 }

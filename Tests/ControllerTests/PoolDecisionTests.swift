@@ -292,6 +292,10 @@ struct PoolDecisionTests {
 
     fileprivate static let collection: [Row] = [
         Row(
+            name: "a busy agent of a pod made before a prefix change is busy, and its old pod is never deleted as stuck", standby: 0,
+            pods: [.pod("old-abcde", age: 3600)], agents: [.agent(1, "old-abcde", job: 7)], jobs: [.assigned(7, to: 1)], actions: [],
+            counts: counts(busy: 1, pods: 1, desired: 1)),
+        Row(
             name: "registered but offline longer than the pending timeout, without a job: deleted as stuck", standby: 0,
             pods: [.pod("linux-aaaaa", age: 601)], agents: [.agent(1, "linux-aaaaa", online: false)],
             actions: [.deletePod(name: "linux-aaaaa", reason: .stuck, detail: "pod linux-aaaaa: agent registered but offline for more than 600 s")],

@@ -80,9 +80,11 @@ enum PoolDecision {
         let now = observation.now
         let placeholderName = placeholderName(prefix: spec.prefix)
         let placeholder = observation.agents.first { $0.name == placeholderName }
-        let ourAgents = observation.agents.filter { isPodName($0.name, prefix: spec.prefix) }
-        let agentsByName = Dictionary(ourAgents.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         let podNames = Set(observation.pods.map(\.name))
+        // Ours: named like our pods, or named like one of the pool's pods whatever its prefix (pods created before a
+        // prefix change keep their agents, and a busy one must still be recognised as busy).
+        let ourAgents = observation.agents.filter { isPodName($0.name, prefix: spec.prefix) || podNames.contains($0.name) }
+        let agentsByName = Dictionary(ourAgents.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
 
         // Busy: holding a job by the agents list, or reserved for it by the job list (whichever read saw it first).
         let assignedRequestIDs = Set(observation.agents.compactMap(\.assignedRequestID))

@@ -34,7 +34,8 @@ actor PoolObserver {
         let version = try await currentAgentVersion(api)
 
         let own = Set([PoolDecision.placeholderName(prefix: spec.prefix)])
-        let foreign = agents.filter { !own.contains($0.name) && !PoolDecision.isPodName($0.name, prefix: spec.prefix) }
+        let podNames = Set(pods.compactMap(\.metadata.name))
+        let foreign = agents.filter { !own.contains($0.name) && !podNames.contains($0.name) && !PoolDecision.isPodName($0.name, prefix: spec.prefix) }
         let foreignIDs = Set(foreign.map(\.id))
         foreignCapabilities = foreignCapabilities.filter { foreignIDs.contains($0.key) }
         for agent in foreign where foreignCapabilities[agent.id] == nil {

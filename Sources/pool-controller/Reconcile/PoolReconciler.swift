@@ -123,6 +123,9 @@ actor PoolReconciler {
             do {
                 _ = try await dependencies.kube.setFinalizers(
                     (object.metadata.finalizers ?? []) + [AgentPoolResource.finalizer], on: object, AgentPoolResource.resource)
+            } catch .conflict {
+                // The AgentPool changed since the watch delivered it; the next reconcile sees the new version.
+                return Outcome(requeueAfter: .seconds(1), reason: "Conflict")
             } catch {
                 return await fail(object, reference: reference, state: &state, reason: reason(of: error), message: "adding the finalizer: \(error)", retryAfter: nil, logger: logger)
             }
