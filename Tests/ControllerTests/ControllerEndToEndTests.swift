@@ -114,7 +114,7 @@ struct ControllerEndToEndTests {
         }
     }
 
-    @Test("standby 0: the placeholder keeps a demanding job queued, a pod serves it, and deleting the AgentPool removes the placeholder")
+    @Test("standby 0: the placeholder keeps a demanding job queued, a pod serves it, follows the spec's capabilities, and goes with the AgentPool")
     func scaleToZero() async throws {
         try await ControllerWorld.run { world in
             try await world.createPool(
@@ -139,10 +139,21 @@ struct ControllerEndToEndTests {
                 try await expect(atZero) { "pods \(try await world.describePods()), registrations \(await world.describeRegistrations())" }
                 #expect(try await world.pool().status?.placeholderAgentId == placeholder.id)
 
+                // New capabilities in the spec: the placeholder is replaced by one that carries them.
+                _ = try await world.kube.patch(
+                    AgentPoolObject.self, AgentPoolResource.resource, namespace: world.namespace, name: "linux",
+                    patch: .merge(["spec": ["capabilities": ["buildkit": "true", "JAVA_VERSION": "21"]]]), subresource: nil)
+                let replaced = try await world.organization.waitUntil(timeout: .seconds(60)) { snapshot in
+                    snapshot.agents.contains { $0.name == "linux-placeholder" && $0.deletedOn == nil && $0.systemCapabilities["JAVA_VERSION"] == "21" }
+                }
+                let current = try #require(replaced.agents.first { $0.name == "linux-placeholder" && $0.deletedOn == nil })
+                #expect(current.id != placeholder.id)
+                #expect(replaced.agents.first { $0.id == placeholder.id }?.deletedOn != nil)
+
                 _ = try await world.kube.delete(AgentPoolResource.resource, namespace: world.namespace, name: "linux", options: DeleteOptions())
                 let removed = try await eventually(timeout: .seconds(60)) {
                     let poolLeft = (try? await world.pool()) != nil
-                    let placeholderLeft = await world.registrations().contains { $0.id == placeholder.id }
+                    let placeholderLeft = await world.registrations().contains { $0.name == "linux-placeholder" }
                     return !poolLeft && !placeholderLeft
                 }
                 #expect(removed, "the finalizer removes the placeholder, then lets the AgentPool go")

@@ -59,6 +59,21 @@ struct FakeScript<Call: Sendable, World, Failure: Error & Sendable>: Sendable {
     }
 }
 
+/// One ordered log that several fakes append to, for asserting the order of calls across edges
+/// (`k8s DELETE pods ci/x` before `azdo DELETE agent 3`). Optional: pass the same timeline to each fake.
+final class FakeTimeline: Sendable {
+    private let entries = Mutex<[String]>([])
+
+    /// An empty timeline.
+    init() {}
+
+    /// Every entry so far, in order: `k8s <call>` or `azdo <call>`.
+    var calls: [String] { entries.withLock { $0 } }
+
+    /// Appends an entry.
+    func append(_ entry: String) { entries.withLock { $0.append(entry) } }
+}
+
 // MARK: - Kubernetes
 
 /// One call the controller made to ``FakeKubernetes``.
@@ -142,9 +157,12 @@ final class FakeKubernetes: KubernetesAPI, Sendable {
     /// The namespace used when a call names none.
     let defaultNamespace: String
 
-    /// An empty cluster.
-    init(defaultNamespace: String = "default") {
+    private let timeline: FakeTimeline?
+
+    /// An empty cluster; calls are also logged to `timeline` (prefixed `k8s `) when given.
+    init(defaultNamespace: String = "default", timeline: FakeTimeline? = nil) {
         self.defaultNamespace = defaultNamespace
+        self.timeline = timeline
     }
 
     // MARK: Scripting and inspection
@@ -344,9 +362,10 @@ final class FakeKubernetes: KubernetesAPI, Sendable {
     // MARK: Internals
 
     /// Records `call`, runs the script, tells the observers, then answers from the world (or throws).
-    private func answer<Result>(_ call: KubernetesCall, _ body: (inout World) throws(KubernetesError) -> Result) throws(KubernetesError) -> Result {
+    private func answer<Result: Sendable>(_ call: KubernetesCall, _ body: (inout World) throws(KubernetesError) -> Result) throws(KubernetesError) -> Result {
         let (failure, world, observers) = state.withLock { state in
             state.calls.append(call)
+            timeline?.append("k8s \(call)")
             let failure = state.script.react(to: call, world: &state.world)
             return (failure, state.world, state.observers)
         }
@@ -554,12 +573,14 @@ final class FakeAzureDevOps: AzureDevOpsAPI, Sendable {
     }
 
     private let state: Mutex<State>
+    private let timeline: FakeTimeline?
 
-    /// An organization with `pool` and these agents.
-    init(pool: AgentPool = AgentPool(id: 7, name: "k8s"), agents: [Agent] = []) {
+    /// An organization with `pool` and these agents; calls are also logged to `timeline` (prefixed `azdo `) when given.
+    init(pool: AgentPool = AgentPool(id: 7, name: "k8s"), agents: [Agent] = [], timeline: FakeTimeline? = nil) {
         var world = World(pool: pool)
         for agent in agents { world.agents[agent.id] = agent }
         state = Mutex(State(world: world))
+        self.timeline = timeline
     }
 
     // MARK: Scripting and inspection
@@ -705,9 +726,10 @@ final class FakeAzureDevOps: AzureDevOpsAPI, Sendable {
     // MARK: Internals
 
     /// Records `call`, runs the script, then answers from the world (or throws).
-    private func answer<Result>(_ call: AzureDevOpsCall, _ body: (inout World) throws(AzureDevOpsError) -> Result) throws(AzureDevOpsError) -> Result {
+    private func answer<Result: Sendable>(_ call: AzureDevOpsCall, _ body: (inout World) throws(AzureDevOpsError) -> Result) throws(AzureDevOpsError) -> Result {
         try state.withLock { state throws(AzureDevOpsError) in
             state.calls.append(call)
+            timeline?.append("azdo \(call)")
             if let failure = state.script.react(to: call, world: &state.world) { throw failure }
             return try body(&state.world)
         }

@@ -97,13 +97,17 @@ private struct Row: Sendable, CustomTestStringConvertible {
     var memoryAfter: PoolMemory? = nil
     /// Whether the placeholder is needed, when the row is about it.
     var placeholderNeeded: Bool? = nil
+    /// The placeholder's capabilities as the observer read them (nil: unknown).
+    var placeholderCapabilities: [String: String]? = nil
 
     var testDescription: String { name }
 
     func observation() -> PoolObservation {
-        PoolObservation(
+        var observation = PoolObservation(
             now: now, pods: pods, agents: agents + (placeholder ? [.placeholder] : []), jobs: jobs, foreignCapabilities: foreign,
             agentVersion: "4.264.2", deleting: deleting)
+        observation.placeholderCapabilities = placeholderCapabilities
+        return observation
     }
 
     func spec() throws -> PoolSpec { try poolSpec(standby: standby, maxAgents: maxAgents, capabilities: capabilities) }
@@ -466,6 +470,14 @@ struct PoolDecisionTests {
             name: "our own agents' capabilities never count as foreign", standby: 0, pods: [.pod("linux-aaaaa")], agents: [.agent(1, "linux-aaaaa")],
             placeholder: false, foreign: [1: coveringCapabilities, placeholderID: coveringCapabilities], actions: [.registerPlaceholder],
             counts: counts(idle: 1, pods: 1, desired: 0), placeholderNeeded: true),
+        Row(
+            name: "replaced when it no longer carries the template's capabilities (the spec changed)", standby: 0, capabilities: ["buildkit": "true"],
+            actions: [.removePlaceholder(agentID: placeholderID)], counts: counts(desired: 0), placeholderNeeded: true,
+            placeholderCapabilities: ["Agent.OS": "Linux", "Agent.OSArchitecture": "X64"]),
+        Row(
+            name: "kept when it carries the template's capabilities", standby: 0, capabilities: ["buildkit": "true"],
+            actions: [], counts: counts(desired: 0), placeholderNeeded: true,
+            placeholderCapabilities: ["Agent.OS": "Linux", "Agent.OSArchitecture": "X64", "buildkit": "true", "Agent.Version": "4.264.2"]),
         Row(
             name: "another pool's placeholder never replaces ours (no flapping between pools)", standby: 0,
             agents: [.agent(foreignID, "windows-placeholder", online: false)], placeholder: false, foreign: [foreignID: coveringCapabilities],

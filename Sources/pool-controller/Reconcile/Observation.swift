@@ -23,6 +23,9 @@ struct PoolObservation: Sendable, Equatable {
     /// Capabilities of registrations that are neither our pods' agents nor our placeholder, by agent id. Ids missing
     /// here are treated as not able to run our jobs.
     var foreignCapabilities: [Int: [String: String]] = [:]
+    /// The placeholder registration's capabilities, when known; a placeholder that no longer carries the template's
+    /// capabilities (the spec changed) is replaced.
+    var placeholderCapabilities: [String: String]? = nil
     /// The agent version our agents report (`Agent.Version`), for demands such as `Agent.Version -gtVersion 2.x`.
     var agentVersion: String
     /// Whether the AgentPool is being deleted (its finalizer runs instead of scaling).

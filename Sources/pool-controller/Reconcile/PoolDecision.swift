@@ -193,6 +193,11 @@ enum PoolDecision {
             actions.append(.registerPlaceholder)
         } else if !needed, let placeholder, !isBusy(placeholder) {
             actions.append(.removePlaceholder(agentID: placeholder.id))
+        } else if needed, let placeholder, !isBusy(placeholder), let theirs = observation.placeholderCapabilities,
+            !covers(theirs, spec.templateCapabilities)
+        {
+            // The spec's capabilities changed: replace the placeholder (removed now, registered on the next reconcile).
+            actions.append(.removePlaceholder(agentID: placeholder.id))
         }
 
         return PoolDecisionResult(counts: counts, actions: actions, memory: memory, placeholderNeeded: needed)

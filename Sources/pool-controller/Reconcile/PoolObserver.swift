@@ -21,6 +21,8 @@ actor PoolObserver {
     private let clock: any ShoalClock
     private var foreignCapabilities: [Int: [String: String]] = [:]
     private var agentVersion: (value: String, fetchedAt: Duration)?
+    /// The placeholder's capabilities by its agent id (a registration's capabilities only change by re-registering).
+    private var placeholderCache: (id: Int, capabilities: [String: String])?
 
     /// An observer using `clock` for cache lifetimes.
     init(clock: any ShoalClock) { self.clock = clock }
@@ -47,9 +49,23 @@ actor PoolObserver {
             }
         }
 
-        let observation = PoolObservation(
+        var placeholderCapabilities: [String: String]?
+        if let placeholder = agents.first(where: { own.contains($0.name) }) {
+            if placeholderCache?.id != placeholder.id {
+                do {
+                    let detailed = try await api.agent(poolID: poolID, agentID: placeholder.id, options: AgentQueryOptions(includeCapabilities: true, includeAssignedRequest: false))
+                    placeholderCache = (placeholder.id, detailed.capabilities)
+                } catch .notFound {
+                    placeholderCache = nil
+                }
+            }
+            placeholderCapabilities = placeholderCache?.capabilities
+        }
+
+        var observation = PoolObservation(
             now: clock.wallNow(), pods: pods.map(PodFacts.init), agents: agents.map(AgentFacts.init), jobs: jobs.map(JobFacts.init),
             foreignCapabilities: foreignCapabilities, agentVersion: version, deleting: deleting)
+        observation.placeholderCapabilities = placeholderCapabilities
         return (observation, agents, jobs)
     }
 
