@@ -21,7 +21,7 @@ private final class ExecutorWorld: Sendable {
     let pool = PoolReference(key: PoolKey(namespace: "ci", name: "linux"), uid: "uid-pool")
     let poolID = 7
     /// Pods deleted while their agent held a job.
-    private let busyPodDeletions = StringLog()
+    let busyPodDeletions = StringLog()
     private let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
     init(agents: [Agent] = [], capabilities: [String: String] = [:]) throws {
@@ -145,6 +145,7 @@ struct PoolExecutorTests {
         #expect(report.failures.first?.isForbidden == true)
         #expect(report.failureSummaries == ["create pod: Forbidden"])
         #expect(world.kube.calls(.create, .pods).count == failingCall, "no create after the refused one")
+        #expect(report.creationsDeferred == 0, "only throttling defers; a refusal is a failure")
         #expect(await world.cachedPodNames() == world.clusterPodNames)
         world.expectNoBusyPodDeleted()
     }
@@ -358,6 +359,24 @@ struct PoolExecutorTests {
         world.expectNoBusyPodDeleted()
     }
 
+    /// Regression: with the job list unreadable, a candidate whose registration was already gone was "enabled again",
+    /// a PATCH that could only fail with 404.
+    @Test("scale-down: when the job list cannot be re-read, a candidate whose registration is gone is not enabled again")
+    func scaleDownUnreadableJobListWithGoneAgent() async throws {
+        let world = try ExecutorWorld(agents: [idleAgent(1, "linux-aaaaa")])
+        try await world.seedPod("linux-aaaaa")
+        try await world.seedPod("linux-bbbbb")
+        world.ado.fail(.fake(500), on: .unfinishedJobRequests)
+
+        let report = await world.execute([.scaleDown(Self.candidates)])
+
+        #expect(world.podDeletes.isEmpty)
+        #expect(report.reEnabled == [1])
+        #expect(report.failureSummaries == ["re-read job requests for scale-down: ServerError"])
+        #expect(!world.adoCalls.contains("PATCH agent 2 enabled=true"))
+        world.expectNoBusyPodDeleted()
+    }
+
     // MARK: Placeholder
 
     @Test("registerPlaceholder sends <prefix>-placeholder with the template's capabilities, the agent version and the marker")
@@ -472,6 +491,7 @@ struct FakesTests {
 
         #expect(observed.entries == ["DELETE pods ci/linux-aaaaa"])
         #expect(world.ado.world.holdsJob(agentID: 1))
+        #expect(world.busyPodDeletions.entries == ["linux-aaaaa"], "the invariant check would fail this test")
         #expect(world.clusterPodNames.isEmpty)
     }
 

@@ -83,7 +83,7 @@ package struct PodProcess: Sendable {
     @discardableResult
     package func signal(_ signal: Int32) -> Bool {
         if signal == SIGKILL {
-            for descendant in Self.descendants(of: pid) { sendSignal(descendant, SIGKILL) }
+            for descendant in Self.descendants(of: pid) { _ = sendSignal(descendant, SIGKILL) }
         }
         return sendSignal(-pid, signal)
     }

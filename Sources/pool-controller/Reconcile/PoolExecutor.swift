@@ -16,7 +16,7 @@ struct ExecutionReport: Sendable {
     var placeholderRegistered: Int?
     /// Whether the placeholder was removed.
     var placeholderRemoved = false
-    /// Creations left for the next reconcile because the API server throttled.
+    /// Creations left for the next reconcile because the API server throttled (429); other failures are in ``failures``.
     var creationsDeferred = 0
     /// Failures of single actions; the reconcile goes on with the others.
     var failures: [ActionFailure] = []
@@ -110,8 +110,8 @@ struct PoolExecutor: Sendable {
                 logger.warning("API server throttles pod creation; the rest waits for the next reconcile", metadata: ["deferred": "\(count - index)"])
                 return
             } catch {
+                // Not throttling: reported as a failure (which also brings the next reconcile forward), not deferred.
                 report.failures.append(ActionFailure(action: "create pod", error: error))
-                report.creationsDeferred = count - index - 1
                 return
             }
         }
@@ -149,10 +149,12 @@ struct PoolExecutor: Sendable {
         }
         var reRead: [Int: AgentFacts] = [:]
         var unreadable: Set<Int> = []
+        var gone: Set<Int> = []
         for candidate in disabled {
             do {
                 reRead[candidate.agentID] = AgentFacts(try await api.agent(poolID: poolID, agentID: candidate.agentID, options: AgentQueryOptions(includeAssignedRequest: true)))
             } catch .notFound {
+                gone.insert(candidate.agentID)
                 continue
             } catch {
                 unreadable.insert(candidate.agentID)
@@ -166,7 +168,7 @@ struct PoolExecutor: Sendable {
             reserved = Set(try await api.unfinishedJobRequests(poolID: poolID).filter { $0.phase != .queued }.compactMap { $0.reservedAgent?.id })
         } catch {
             report.failures.append(ActionFailure(action: "re-read job requests for scale-down", error: error))
-            unreadable.formUnion(readable.map(\.agentID))
+            unreadable.formUnion(readable.map(\.agentID).filter { !gone.contains($0) })
             readable = []
         }
         // An agent we could not re-read is neither deleted nor trusted: enable it again.
@@ -176,7 +178,7 @@ struct PoolExecutor: Sendable {
                 report.deletedPods.append((candidate.podName, .scaleDown, "agent \(candidate.podName) idle above the standby; confirmed idle after disabling it"))
             }
         }
-        for agentID in reEnable + Array(unreadable) {
+        for agentID in reEnable + unreadable.sorted() {
             do {
                 _ = try await api.setAgentEnabled(poolID: poolID, agentID: agentID, enabled: true)
                 report.reEnabled.append(agentID)

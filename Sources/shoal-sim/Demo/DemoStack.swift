@@ -243,7 +243,7 @@ actor DemoStack {
                 [LocalCluster.repositoryRoot.appendingPathComponent("scripts/local-k8s").path, "stop", directory],
                 label: "scripts/local-k8s stop", logFile: workspace + "/local-k8s.log")
             {
-                await script.waitForExit(timeout: .seconds(60))
+                _ = await script.waitForExit(timeout: .seconds(60))
             }
         }
     }
