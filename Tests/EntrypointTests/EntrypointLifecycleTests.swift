@@ -67,7 +67,7 @@ struct EntrypointLifecycleTests {
         }
     }
 
-    @Test("SIGTERM while idle: unregister, stop the listener, exit 0 within 5 s")
+    @Test("SIGTERM while idle: unregister, stop the listener, exit 0 without waiting out any timeout")
     func sigtermWhileIdle() async throws {
         try await withEntrypointWorld { simulator, fixture in
             let running = try fixture.start()
@@ -78,7 +78,9 @@ struct EntrypointLifecycleTests {
             let code = try await running.waitForExit()
             let elapsed = ContinuousClock.now - signalled
             #expect(code == 0, "\(running.output)")
-            #expect(elapsed < .seconds(5), "took \(elapsed)")
+            // Not a speed goal (scripts/bench-entrypoint measures speed): the bound only tells "stops at once" from
+            // "waits out the 25 s unregistration timeout or the drain"; 5 s flaked on a loaded CI machine (5.07 s).
+            #expect(elapsed < .seconds(20), "took \(elapsed)")
             #expect(await simulator.organization.snapshot().agent(named: fixture.agentName) == nil)
             #expect(try running.terminationMessage().reason == .stoppedWhileIdle)
         }
