@@ -86,14 +86,7 @@ struct ControllerWorld: Sendable {
 
     /// Creates the CRD once per cluster and waits until it is served.
     static func installCRD(_ kube: KubernetesClient) async throws {
-        do {
-            _ = try await kube.create(DynamicObject(AgentPoolCRD.definition), .customResourceDefinitions, namespace: nil)
-        } catch .conflict {}
-        let established = try await eventually(timeout: .seconds(30)) {
-            let crd = try? await kube.get(DynamicObject.self, .customResourceDefinitions, namespace: nil, name: "agentpools.shoal.dev")
-            return crd?.json["status"]?["conditions"]?.arrayValue?.contains { $0["type"] == "Established" && $0["status"] == "True" } ?? false
-        }
-        guard established else { throw ClusterUnavailable(description: "the AgentPool CRD was not established in 30 s") }
+        try await ManifestApplier(api: kube).apply([AgentPoolCRD.definition])
     }
 
     /// The spec of a test pool: the test agent image, fast timings.

@@ -104,6 +104,8 @@ struct ReconcileLoop: Sendable {
 
     /// Runs until the task is cancelled.
     func run() async throws {
+        // Legacy mode: the token Secret is checked once a minute, not on every reconcile.
+        var legacySecretCheckedAt: Duration?
         while true {
             try Task.checkCancellation()
             onProgress()
@@ -124,7 +126,9 @@ struct ReconcileLoop: Sendable {
             if let legacy {
                 let chosen = legacy.pool(from: await registry.all)
                 object = chosen.key == key ? chosen : nil
-                if object != nil { try? await legacy.ensureSecret(kube) }
+                if object != nil, legacySecretCheckedAt.map({ clock.monotonicNow() - $0 >= .seconds(60) }) ?? true {
+                    if (try? await legacy.ensureSecret(kube)) != nil { legacySecretCheckedAt = clock.monotonicNow() }
+                }
             } else {
                 object = await registry.pool(key)
             }
