@@ -18,7 +18,9 @@ struct PodProcessTests {
         let written = try await eventually(timeout: .seconds(10)) { FileManager.default.fileExists(atPath: pidFile) && ((try? String(contentsOfFile: pidFile, encoding: .utf8)) ?? "").hasSuffix("\n") }
         #expect(written)
         let child = try #require(pid_t((try String(contentsOfFile: pidFile, encoding: .utf8)).filter(\.isNumber)))
-        #expect(getpgid(child) != getpgid(process.pid), "the child is in a process group of its own")
+        // `$!` is written before the child has called setsid(): wait for its own process group.
+        let ownGroup = try await eventually(timeout: .seconds(10)) { getpgid(child) == child }
+        #expect(ownGroup, "the child is in a process group of its own")
 
         _ = await process.kill()
         let gone = try await eventually(timeout: .seconds(10)) {
