@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "Shared", targets: ["Shared"]),
         .library(name: "Simulators", targets: ["Simulators"]),
         .library(name: "Kubernetes", targets: ["Kubernetes"]),
+        .library(name: "AgentIdentity", targets: ["AgentIdentity"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -32,6 +33,9 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.1.0"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.3.0"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
     ],
     targets: [
         // Domain types, the Azure DevOps client and the plumbing both executables share.
@@ -60,12 +64,27 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // An agent's own identity as the real agent keeps it: the RSA key, the three files `config.sh` writes
+        // (`.agent`, `.credentials`, `.credentials_rsaparams`) and the RS256 client assertion the listener signs.
+        // Its own target so that the crypto libraries stay out of agent-entrypoint, which never needs them.
+        .target(
+            name: "AgentIdentity",
+            dependencies: [
+                "Shared",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // In-process fakes of the outside world: the Azure DevOps organization and the agent stand-in's layout.
         .target(
             name: "Simulators",
             dependencies: [
                 "Shared",
                 "Kubernetes",
+                "AgentIdentity",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -90,6 +109,7 @@ let package = Package(
             dependencies: [
                 "Shared",
                 "Kubernetes",
+                "AgentIdentity",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -123,6 +143,7 @@ let package = Package(
             name: "agent-standin",
             dependencies: [
                 "Shared",
+                "AgentIdentity",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -150,7 +171,9 @@ let package = Package(
         .testTarget(
             name: "EntrypointTests",
             dependencies: [
+                "agent-entrypoint",
                 "Shared",
+                "AgentIdentity",
                 "Simulators",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -162,6 +185,7 @@ let package = Package(
             dependencies: [
                 "pool-controller",
                 "Shared",
+                "AgentIdentity",
                 "Kubernetes",
                 "Simulators",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -170,6 +194,7 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strictSettings
@@ -178,6 +203,7 @@ let package = Package(
             name: "SimulatorTests",
             dependencies: [
                 "Shared",
+                "AgentIdentity",
                 "Simulators",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

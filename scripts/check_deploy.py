@@ -35,6 +35,22 @@ HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by", "app.kubern
 HELM_ONLY_ANNOTATIONS = {"helm.sh/resource-policy"}
 # install.yaml creates the controller's namespace; with Helm, `--create-namespace` does.
 INSTALL_ONLY = {("v1", "Namespace", None, "shoal-system")}
+# The agent-namespace ClusterRole, the controller's Deployment and ServiceAccount, and the token Secret label.
+AGENT_ROLE = "shoal-agent-pods"
+CONTROLLER_DEPLOYMENT = "shoal-pool-controller"
+CONTROLLER_SERVICE_ACCOUNT = "shoal-controller"
+TOKEN_LABEL = "shoal.dev/token"
+# The Pod Security labels every agent namespace that deploy/ creates carries (agent pods as the controller
+# hardens them meet "restricted"), and the Secret verbs the controller has there (never list or watch).
+PSA = "pod-security.kubernetes.io/"
+AGENT_NAMESPACE_PSA = {f"{PSA}enforce": "restricted", f"{PSA}enforce-version": "latest",
+                       f"{PSA}audit": "restricted", f"{PSA}warn": "restricted"}
+AGENT_ROLE_SECRET_VERBS = {"get", "create", "patch", "delete"}
+# Examples that show entrypoint registration (the default); every other example uses registration: controller.
+ENTRYPOINT_EXAMPLES = {"deploy/examples/basic.yaml", "deploy/examples/original-project.yaml"}
+SOCKET_EXAMPLE = "deploy/examples/docker-socket.yaml"
+# hostPath endings the controller treats as a container runtime socket (PoolSpec.runtimeSocketMount).
+RUNTIME_SOCKETS = ("docker.sock", "containerd.sock", "crio.sock", "cri-dockerd.sock")
 
 failures: list[str] = []
 counts: dict[str, int] = {}
@@ -189,6 +205,12 @@ def check_validator_rejects() -> None:
         "a negative standby": {"standby": -1},
         "a non-string capability": {"capabilities": {"docker": True}},
     }
+    spec_properties = AGENT_POOL_VALIDATOR.schema["properties"]["spec"]["properties"]
+    if "registration" in spec_properties:
+        # spec.registration (regenerated from the Swift definition): exactly the two modes.
+        broken["an unknown registration mode"] = {"registration": "pod"}
+        if spec_properties["registration"].get("enum") != ["entrypoint", "controller"]:
+            fail(check, f"spec.registration in {CRD_FILE} is not the enum [entrypoint, controller]")
     if list(AGENT_POOL_VALIDATOR.iter_errors(base)):
         fail(check, "the minimal valid AgentPool is rejected by the converted CRD schema")
     for what, change in broken.items():
@@ -196,6 +218,301 @@ def check_validator_rejects() -> None:
         obj["spec"].update(change)
         if not list(AGENT_POOL_VALIDATOR.iter_errors(obj)):
             fail(check, f"the converted CRD schema accepts an AgentPool with {what}")
+    passed(check)
+
+
+# --- Pod Security Standards (offline) ----------------------------------------------------------------------------
+# A transcription of the checks Pod Security admission makes (https://kubernetes.io/docs/concepts/security/
+# pod-security-standards/, policy version "latest"), enough to tell which level a pod spec meets.
+
+LEVELS = ["privileged", "baseline", "restricted"]
+BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+                         "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+                "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+                "net.ipv4.tcp_keepalive_probes"}
+SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
+                      "secret"}
+
+
+def all_containers(spec: dict) -> list[tuple[str, dict]]:
+    return [(f"{field}[{index}] {container.get('name', '?')}", container)
+            for field in ("initContainers", "containers", "ephemeralContainers")
+            for index, container in enumerate(spec.get(field) or [])]
+
+
+def pod_security_violations(spec: dict, level: str, annotations: dict | None = None) -> list[str]:
+    """What in a pod spec the given Pod Security level refuses (empty: the level admits it)."""
+    if level == "privileged":
+        return []
+    found: list[str] = []
+    pod_context = spec.get("securityContext") or {}
+    containers = all_containers(spec)
+    contexts = [("pod", pod_context)] + [(name, c.get("securityContext") or {}) for name, c in containers]
+    # baseline
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(field):
+            found.append(f"{field}: true")
+    for index, volume in enumerate(spec.get("volumes") or []):
+        if "hostPath" in volume:
+            found.append(f"volumes[{index}] is a hostPath ({volume['hostPath'].get('path')})")
+    for name, context in contexts:
+        if (context.get("seccompProfile") or {}).get("type") == "Unconfined":
+            found.append(f"{name}: seccompProfile Unconfined")
+        if (context.get("appArmorProfile") or {}).get("type") == "Unconfined":
+            found.append(f"{name}: appArmorProfile Unconfined")
+        selinux = context.get("seLinuxOptions") or {}
+        if selinux.get("type", "") not in SELINUX_TYPES or selinux.get("user") or selinux.get("role"):
+            found.append(f"{name}: seLinuxOptions {selinux}")
+        if context.get("windowsOptions", {}).get("hostProcess"):
+            found.append(f"{name}: a Windows HostProcess container")
+    for key, value in (annotations or {}).items():
+        if key.startswith("container.apparmor.security.beta.kubernetes.io/") and value == "unconfined":
+            found.append(f"annotation {key}: unconfined")
+    for sysctl in pod_context.get("sysctls") or []:
+        if sysctl.get("name") not in SAFE_SYSCTLS:
+            found.append(f"sysctl {sysctl.get('name')}")
+    for name, container in containers:
+        context = container.get("securityContext") or {}
+        if context.get("privileged"):
+            found.append(f"{name}: privileged")
+        added = set((context.get("capabilities") or {}).get("add") or [])
+        if added - BASELINE_CAPABILITIES:
+            found.append(f"{name}: adds capabilities {sorted(added - BASELINE_CAPABILITIES)}")
+        if any(port.get("hostPort") for port in container.get("ports") or []):
+            found.append(f"{name}: a hostPort")
+        if context.get("procMount", "Default") != "Default":
+            found.append(f"{name}: procMount {context['procMount']}")
+    if level == "baseline":
+        return found
+    # restricted
+    for index, volume in enumerate(spec.get("volumes") or []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            found.append(f"volumes[{index}] is of type {sorted(kinds)}")
+    pod_non_root = pod_context.get("runAsNonRoot") is True
+    pod_seccomp = (pod_context.get("seccompProfile") or {}).get("type") in ("RuntimeDefault", "Localhost")
+    if pod_context.get("runAsUser") == 0:
+        found.append("pod: runAsUser 0")
+    for name, container in containers:
+        context = container.get("securityContext") or {}
+        if context.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation is not false")
+        if context.get("runAsNonRoot") is False or (not pod_non_root and context.get("runAsNonRoot") is not True):
+            found.append(f"{name}: runAsNonRoot is not true")
+        if context.get("runAsUser") == 0:
+            found.append(f"{name}: runAsUser 0")
+        seccomp = (context.get("seccompProfile") or {}).get("type")
+        if not (seccomp in ("RuntimeDefault", "Localhost") or (seccomp is None and pod_seccomp)):
+            found.append(f"{name}: seccompProfile is not RuntimeDefault or Localhost")
+        capabilities = context.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            found.append(f"{name}: capabilities.drop lacks ALL")
+        if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+            found.append(f"{name}: adds capabilities other than NET_BIND_SERVICE")
+    return found
+
+
+def strictest_level(spec: dict, annotations: dict | None = None) -> str:
+    return next(level for level in reversed(LEVELS) if not pod_security_violations(spec, level, annotations))
+
+
+def agent_pod_spec(pool: dict) -> tuple[dict, dict]:
+    """The spec and annotations of a pod the controller creates for an AgentPool, as far as Pod Security is
+    concerned: the template (or the `image` shorthand) with the hardened defaults of PodFactory.makePod."""
+    spec = pool.get("spec", {})
+    if "template" in spec:
+        template = copy.deepcopy(spec["template"])
+    else:
+        template = {"spec": {"containers": [{"name": "agent", "image": spec.get("image")}],
+                             "terminationGracePeriodSeconds": 3600}}
+    pod = template.get("spec") or {}
+    pod.setdefault("automountServiceAccountToken", False)
+    context = pod.setdefault("securityContext", {})
+    if "runAsNonRoot" not in context and context.get("runAsUser") != 0:
+        context["runAsNonRoot"] = True
+    context.setdefault("seccompProfile", {"type": "RuntimeDefault"})
+    containers = pod.get("containers") or []
+    agent = next((c for c in containers if c.get("name") == "agent"), containers[0] if containers else None)
+    if agent is not None:
+        security = agent.setdefault("securityContext", {})
+        if "allowPrivilegeEscalation" not in security and security.get("privileged") is not True:
+            security["allowPrivilegeEscalation"] = False
+        security.setdefault("capabilities", {"drop": ["ALL"]})
+    return pod, (template.get("metadata") or {}).get("annotations") or {}
+
+
+def check_pod_security_checker() -> None:
+    """The transcription is not vacuous: known pods land on the level they should."""
+    check = "security"
+    hardened, _ = agent_pod_spec({"spec": {"image": "i"}})
+    cases = {
+        "a hardened agent pod": (hardened, "restricted"),
+        "a bare pod": ({"containers": [{"name": "a", "image": "i"}]}, "baseline"),
+        "a hostPath": ({"containers": [{"name": "a"}], "volumes": [{"name": "v", "hostPath": {"path": "/"}}]}, "privileged"),
+        "an Unconfined seccomp sidecar": (
+            {**hardened, "initContainers": [{"name": "b", "securityContext": {"seccompProfile": {"type": "Unconfined"}}}]},
+            "privileged"),
+        "a privileged container": ({"containers": [{"name": "a", "securityContext": {"privileged": True}}]}, "privileged"),
+    }
+    for what, (spec, expected) in cases.items():
+        if strictest_level(spec) != expected:
+            fail(check, f"the Pod Security transcription puts {what} at {strictest_level(spec)}, not {expected}")
+    passed(check)
+
+
+# --- security invariants of install.yaml and the chart -----------------------------------------------------------
+
+def check_installation_security(objects: list[dict], source: str, expect_agent_namespace: bool) -> None:
+    """Agent namespaces carry the Pod Security labels; the controller's RBAC, ServiceAccount and pod are as tight as
+    docs/deploy.md and SECURITY.md say."""
+    check = "security"
+    before = len(failures)
+    by_kind: dict[str, list[dict]] = {}
+    for obj in objects:
+        by_kind.setdefault(obj.get("kind"), []).append(obj)
+
+    # Agent namespaces: bound to the agent-pods ClusterRole, or labelled as such.
+    bound = {rb["metadata"].get("namespace") for rb in by_kind.get("RoleBinding", [])
+             if rb.get("roleRef", {}).get("kind") == "ClusterRole" and rb["roleRef"].get("name") == AGENT_ROLE}
+    checked = 0
+    for namespace in by_kind.get("Namespace", []):
+        name, labels = namespace["metadata"]["name"], namespace["metadata"].get("labels") or {}
+        if name in bound or labels.get("app.kubernetes.io/component") == "agents":
+            checked += 1
+            for label, value in AGENT_NAMESPACE_PSA.items():
+                if labels.get(label) != value:
+                    fail(check, f"{source}: agent namespace {name} lacks the label {label}: {value} (it has {labels.get(label)!r})")
+    if expect_agent_namespace and not checked:
+        fail(check, f"{source}: no agent Namespace found to check the Pod Security labels of")
+
+    # RBAC: the agent-pods ClusterRole is never bound cluster-wide; nobody in deploy/ lists or watches Secrets.
+    for binding in by_kind.get("ClusterRoleBinding", []):
+        if binding.get("roleRef", {}).get("name") == AGENT_ROLE:
+            fail(check, f"{source}: {describe(binding)} grants {AGENT_ROLE} cluster-wide (every Secret in the cluster)")
+    for role in by_kind.get("ClusterRole", []) + by_kind.get("Role", []):
+        for rule in role.get("rules") or []:
+            resources, verbs = set(rule.get("resources") or []), set(rule.get("verbs") or [])
+            if resources & {"secrets", "*"} and verbs & {"list", "watch", "*"}:
+                fail(check, f"{source}: {describe(role)} may {sorted(verbs & {'list', 'watch', '*'})} Secrets")
+            if role["metadata"]["name"] == AGENT_ROLE and "secrets" in resources and verbs != AGENT_ROLE_SECRET_VERBS:
+                fail(check, f"{source}: {AGENT_ROLE} has Secret verbs {sorted(verbs)}, not {sorted(AGENT_ROLE_SECRET_VERBS)}")
+            if role["metadata"]["name"] == AGENT_ROLE and "pods" in resources and verbs & {"update", "patch", "*"}:
+                fail(check, f"{source}: {AGENT_ROLE} may change pods ({sorted(verbs)})")
+
+    # The ServiceAccount mounts no token by default; the controller's pod asks for it and is locked down.
+    for account in by_kind.get("ServiceAccount", []):
+        if account["metadata"]["name"] == CONTROLLER_SERVICE_ACCOUNT and account.get("automountServiceAccountToken") is not False:
+            fail(check, f"{source}: {describe(account)} should set automountServiceAccountToken: false")
+    deployments = [d for d in by_kind.get("Deployment", []) if d["metadata"]["name"] == CONTROLLER_DEPLOYMENT]
+    if not deployments:
+        fail(check, f"{source}: no Deployment {CONTROLLER_DEPLOYMENT}")
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        violations = pod_security_violations(pod, "restricted")
+        if violations:
+            fail(check, f"{source}: the controller pod is not 'restricted': {'; '.join(violations)}")
+        if pod.get("automountServiceAccountToken") is not True:
+            fail(check, f"{source}: the controller pod should set automountServiceAccountToken: true (it needs its token)")
+        for container in pod.get("containers") or []:
+            if (container.get("securityContext") or {}).get("readOnlyRootFilesystem") is not True:
+                fail(check, f"{source}: controller container {container.get('name')} lacks readOnlyRootFilesystem: true")
+            args = container.get("args") or []
+            if "--allowed-organization-hosts" not in args[:-1]:
+                fail(check, f"{source}: the controller's args lack --allowed-organization-hosts HOSTS: {args}")
+            insecure = [a for a in args if a.startswith("--allow-insecure-organization-urls")]
+            insecure += [e["name"] for e in container.get("env") or [] if e.get("name") == "SHOAL_ALLOW_INSECURE_ORGANIZATION_URLS"]
+            if insecure:
+                fail(check, f"{source}: the controller accepts plain-http organizations ({insecure}); that is for tests only")
+    if len(failures) == before:
+        passed(check)
+
+
+def controller_args(objects: list[dict]) -> list[str]:
+    deployment = next(o for o in objects if o.get("kind") == "Deployment" and o["metadata"]["name"] == CONTROLLER_DEPLOYMENT)
+    return deployment["spec"]["template"]["spec"]["containers"][0].get("args") or []
+
+
+# --- security invariants of the examples -------------------------------------------------------------------------
+
+def runtime_socket_volumes(pod: dict) -> list[str]:
+    return [v["hostPath"].get("path", "") for v in pod.get("volumes") or []
+            if "hostPath" in v and v["hostPath"].get("path", "").rstrip("/").endswith(RUNTIME_SOCKETS)]
+
+
+def check_examples_security(paths: list[str]) -> None:
+    """Token Secrets labelled, registration modes as documented, each pod in a namespace whose Pod Security level is
+    the strictest it meets, and the Docker socket example in a namespace (and on nodes) of its own."""
+    check = "security"
+    installed_namespaces = {o["metadata"]["name"]: o["metadata"].get("labels") or {}
+                            for o in load_documents(INSTALL) if o.get("kind") == "Namespace"}
+    namespaces_of: dict[str, set[str]] = {}
+    for path in paths:
+        before = len(failures)
+        objects = load_documents(path)
+        own = {o["metadata"]["name"]: o["metadata"].get("labels") or {} for o in objects if o.get("kind") == "Namespace"}
+        known = {**installed_namespaces, **own}
+        used = {o["metadata"].get("namespace") for o in objects if o.get("kind") != "Namespace"}
+        namespaces_of[path] = used
+        for namespace in sorted(used, key=str):
+            if namespace not in known:
+                fail(check, f"{path}: namespace {namespace} is neither created here nor by {INSTALL}")
+        for name, labels in own.items():
+            for suffix in ("enforce", "enforce-version", "audit", "warn"):
+                if f"{PSA}{suffix}" not in labels:
+                    fail(check, f"{path}: Namespace {name} lacks the label {PSA}{suffix}")
+            if not any(o.get("kind") == "RoleBinding" and o["metadata"].get("namespace") == name
+                       and o.get("roleRef", {}).get("name") == AGENT_ROLE for o in objects):
+                fail(check, f"{path}: Namespace {name} has no RoleBinding to {AGENT_ROLE}: the controller cannot work there")
+
+        for pool in (o for o in objects if o.get("kind") == "AgentPool"):
+            spec, namespace = pool.get("spec", {}), pool["metadata"].get("namespace")
+            where = f"{path}: {describe(pool)}"
+            # The token Secret: in the same namespace, in the file, labelled.
+            secret_name = (spec.get("tokenSecretRef") or {}).get("name")
+            secret = next((o for o in objects if o.get("kind") == "Secret" and o["metadata"].get("name") == secret_name
+                           and o["metadata"].get("namespace") == namespace), None)
+            if secret is None:
+                fail(check, f"{where}: tokenSecretRef {secret_name} is not a Secret of this file in {namespace}")
+            elif (secret["metadata"].get("labels") or {}).get(TOKEN_LABEL) != "true":
+                fail(check, f"{where}: the token Secret {secret_name} lacks the label {TOKEN_LABEL}: \"true\"")
+            # Registration: controller everywhere but the two examples that show the default.
+            registration = spec.get("registration", "entrypoint")
+            wanted = "entrypoint" if path in ENTRYPOINT_EXAMPLES else "controller"
+            if registration != wanted:
+                fail(check, f"{where}: registration {registration}; this example should use {wanted}")
+            # Pod Security: the namespace enforces exactly the strictest level the hardened pods meet.
+            pod, annotations = agent_pod_spec(pool)
+            if pod.get("automountServiceAccountToken") is True or pod.get("serviceAccountName"):
+                fail(check, f"{where}: the agent pods get a ServiceAccount token; jobs must not hold Kubernetes credentials")
+            level = (known.get(namespace) or {}).get(f"{PSA}enforce", "privileged")
+            needed = strictest_level(pod, annotations)
+            violations = pod_security_violations(pod, level, annotations)
+            if violations:
+                fail(check, f"{where}: namespace {namespace} enforces {level!r}, which refuses the pods: {'; '.join(violations)}")
+            elif level != needed:
+                fail(check, f"{where}: namespace {namespace} enforces {level!r} but the pods meet {needed!r}: use that")
+            # The container runtime socket: controller registration, dedicated (selected and tainted) nodes.
+            sockets = runtime_socket_volumes(pod)
+            if sockets:
+                if registration != "controller":
+                    fail(check, f"{where}: mounts {sockets} without registration: controller (the controller refuses it)")
+                tolerations = [t for t in pod.get("tolerations") or [] if t.get("key") and t.get("effect") in ("NoSchedule", "NoExecute")]
+                if not pod.get("nodeSelector") or not tolerations:
+                    fail(check, f"{where}: mounts {sockets} but does not select and tolerate dedicated nodes")
+        if len(failures) == before:
+            passed(check)
+
+    # The Docker socket example shares no namespace with any other example.
+    if SOCKET_EXAMPLE not in namespaces_of:
+        fail(check, f"{SOCKET_EXAMPLE} is missing")
+        return
+    for path, namespaces in namespaces_of.items():
+        shared = namespaces & namespaces_of[SOCKET_EXAMPLE]
+        if path != SOCKET_EXAMPLE and shared:
+            fail(check, f"{SOCKET_EXAMPLE} shares namespace {sorted(shared)} with {path}: the socket pool needs its own")
     passed(check)
 
 
@@ -245,6 +562,7 @@ def check_chart() -> None:
         return
     for obj in rendered:
         validate_object(obj, f"{CHART} (default values)")
+    check_installation_security(rendered, f"{CHART} (default values)", expect_agent_namespace=True)
 
     installed = {key(o): normalize(o) for o in load_documents(INSTALL) if key(o) not in INSTALL_ONLY}
     charted = {key(o): normalize(o) for o in rendered}
@@ -276,19 +594,35 @@ def check_chart() -> None:
             "podDisruptionBudget": {"enabled": False}, "metrics": {"service": {"enabled": False}},
         },
         "another lease name": {"leaderElection": {"enabled": True, "leaseName": "shoal-b"}},
+        "other organization hosts, two created agent namespaces": {
+            "controller": {"allowedOrganizationHosts": ["dev.azure.com", "tfs.example.com:8443"]},
+            "agentNamespaces": ["team-a", "team-b"],
+        },
     }
     for name, values in variants.items():
         try:
-            for obj in render_chart(values):
+            objects = render_chart(values)
+            for obj in objects:
                 validate_object(obj, f"{CHART} ({name})")
+            check_installation_security(objects, f"{CHART} ({name})",
+                                        expect_agent_namespace=values.get("createAgentNamespaces", True))
+            hosts = ",".join(values.get("controller", {}).get("allowedOrganizationHosts", ["dev.azure.com", "*.visualstudio.com"]))
+            args = controller_args(objects)
+            if args[args.index("--allowed-organization-hosts") + 1:][:1] != [hosts]:
+                fail(check, f"rendering with {name}: the controller's args {args} do not pass --allowed-organization-hosts {hosts}")
             passed(check)
         except helm.HelmError as error:
             fail(check, f"rendering with {name}: {error}")
+        except ValueError:
+            pass  # reported by check_installation_security
     # Values the chart must refuse.
     refused = {
         "two replicas without leader election": {"leaderElection": {"enabled": False, "leaseName": "x"}},
         "an unknown value": {"replicas": 3},
         "a bad log format": {"log": {"format": "xml"}},
+        "no allowed organization host": {"controller": {"allowedOrganizationHosts": []}},
+        "an organization host with a scheme": {"controller": {"allowedOrganizationHosts": ["https://dev.azure.com"]}},
+        "two organization hosts in one entry": {"controller": {"allowedOrganizationHosts": ["dev.azure.com,evil.example"]}},
     }
     for name, values in refused.items():
         try:
@@ -322,6 +656,11 @@ def main() -> int:
     for path in examples:
         if not any(o.get("kind") == "AgentPool" for o in load_documents(path)):
             fail("agentpool-schema", f"{path} has no AgentPool")
+
+    print("==> Security: Pod Security labels and levels, RBAC, token Secret labels, registration modes")
+    check_pod_security_checker()
+    check_installation_security(load_documents(INSTALL), INSTALL, expect_agent_namespace=True)
+    check_examples_security(examples)
 
     print("==> Helm chart: lint, render, validate, compare with install.yaml")
     check_chart()

@@ -7,14 +7,6 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// Where the PAT comes from. The value itself is never logged and never put on a command line.
-enum TokenSource: Sendable, Equatable {
-    /// `AZP_TOKEN`: read once at start, then removed from the environment.
-    case value(String)
-    /// `AZP_TOKEN_FILE`: re-read for every `config.sh` call, so a rotated Secret is picked up.
-    case file(String)
-}
-
 /// Everything the entrypoint needs, built once from flags and the environment, then validated.
 ///
 /// Flags win over environment variables. Every validation error names the variable (and its flag) and the bad
@@ -24,8 +16,12 @@ struct Settings: Sendable {
     var url: String
     /// The validated form of ``url`` (used for the packages API).
     var organization: OrganizationURL
-    /// `AZP_TOKEN` / `AZP_TOKEN_FILE` / `--token-file`.
-    var token: TokenSource
+    /// `AZP_TOKEN` / `AZP_TOKEN_FILE` / `--token-file`; nil in controller mode (where setting one is an error).
+    var token: TokenSource?
+    /// `AZP_REGISTRATION` / `--registration`: who registers the agent (default `entrypoint`).
+    var registration: RegistrationMode
+    /// `AZP_REGISTRATION_DIR` / `--registration-dir` (default `/azp/registration`): the controller's identity files.
+    var registrationDirectory: String
     /// `AZP_POOL` / `--pool` (default `Default`).
     var pool: String
     /// `AZP_AGENT_NAME` / `--agent-name` (default: host name).
@@ -60,12 +56,6 @@ struct Settings: Sendable {
     var logLevel: String
     /// `AGENT_ALLOW_RUNASROOT` non-empty.
     var allowRunAsRoot: Bool
-}
-
-/// A configuration problem; printed as one line and the process exits 2.
-struct SettingsError: Error, CustomStringConvertible {
-    /// The line printed, naming the variable and flag.
-    let description: String
 }
 
 extension Settings {
@@ -105,15 +95,12 @@ extension Settings {
         }
         self.url = url.trimmingWhitespace()
 
-        if let file = pick(flags.tokenFile, names.tokenFile) {
-            self.token = .file(file)
-        } else if let token = environment[names.token], !token.trimmingWhitespace().isEmpty {
-            self.token = .value(token.trimmingWhitespace())
-        } else {
-            throw SettingsError(
-                description: "\(names.token) or \(names.tokenFile) (--token-file) is required: a personal access token "
-                    + "with Agent Pools (Read & manage) scope")
-        }
+        let registration = try RegistrationSettings(
+            modeFlag: flags.registration, directoryFlag: flags.registrationDirectory, tokenFileFlag: flags.tokenFile,
+            environment: environment)
+        self.registration = registration.mode
+        self.registrationDirectory = registration.directory
+        self.token = registration.token
 
         self.pool = pick(flags.pool, names.pool) ?? "Default"
         self.agentName = pick(flags.agentName, names.agentName) ?? hostName
@@ -160,6 +147,8 @@ struct EntrypointOptions: ParsableCommand {
         discussion: """
             Every option can also be given as the environment variable in brackets; the flag wins.
             The token is read only from AZP_TOKEN or AZP_TOKEN_FILE (never a flag: argv is world-readable).
+            With AZP_REGISTRATION=controller the pool controller registered the agent and mounted its identity
+            files into AZP_REGISTRATION_DIR; no token may be set then, and the agent is never unregistered here.
             Exit codes: 0 job ran / clean drain or idle exit, 1 internal error, 2 invalid configuration,
             3 registration refused (token, pool, permission), 4 registration kept failing, 5 listener failed,
             6 unregistration failed, 7 agent download failed, 8 Docker required but unusable.
@@ -215,6 +204,14 @@ struct EntrypointOptions: ParsableCommand {
     /// See ``Settings/relaunchDelay``.
     @Option(name: .long, help: "Seconds before relaunching a self-updated listener [AZP_RELAUNCH_DELAY], default 5.")
     var relaunchDelay: String?
+    /// See ``Settings/registration``.
+    @Option(name: .long, help: "Who registers the agent: entrypoint or controller [AZP_REGISTRATION], default entrypoint.")
+    var registration: String?
+    /// See ``Settings/registrationDirectory``.
+    @Option(
+        name: .customLong("registration-dir"),
+        help: "Directory with the controller's .agent, .credentials, .credentials_rsaparams [AZP_REGISTRATION_DIR], default /azp/registration.")
+    var registrationDirectory: String?
     /// See ``Settings/logFormat``.
     @Option(name: .long, help: "text or json [LOG_FORMAT], default text.")
     var logFormat: String?

@@ -1,3 +1,4 @@
+import AgentIdentity
 import AsyncHTTPClient
 import Foundation
 import NIOCore
@@ -13,6 +14,9 @@ enum ServerError: Error, CustomStringConvertible {
     case network(String)
     /// A 2xx answer whose body was not what the route returns.
     case invalidResponse(route: String, detail: String)
+    /// The token endpoint refused the client assertion (400/401 with an OAuth `error`): the key is not (or no
+    /// longer) registered, or the assertion is invalid. Retrying does not help.
+    case tokenRefused(status: Int, error: String, description: String)
 
     /// The message the real agent prints for this failure.
     var description: String {
@@ -21,6 +25,8 @@ enum ServerError: Error, CustomStringConvertible {
         case .service(_, _, let message): message
         case .network(let detail): detail
         case .invalidResponse(let route, let detail): "Unexpected response from \(route): \(detail)"
+        case .tokenRefused(let status, let error, let description):
+            "The agent could not get an access token (\(status) \(error)): \(description)"
         }
     }
 
@@ -29,7 +35,7 @@ enum ServerError: Error, CustomStringConvertible {
         switch self {
         case .network: true
         case .service(let status, _, _): status >= 500 || status == 429
-        case .unauthorized, .invalidResponse: false
+        case .unauthorized, .invalidResponse, .tokenRefused: false
         }
     }
 
@@ -123,13 +129,37 @@ struct AgentServer: Sendable {
 
     // MARK: Agent credential
 
-    /// `POST {authorizationUrl}` with the agent's client id → a bearer access token.
-    func accessToken(clientId: String, authorizationURL: String) async throws -> String {
-        let body = try JSONEncoder().encode(["clientId": clientId])
-        let response = try await perform(
-            .POST, url: authorizationURL, body: body, credential: .none, timeout: Self.requestTimeout
-        )
-        return try decode(TokenResponse.self, from: response, route: "oauth2/token").accessToken
+    /// `POST {oauthEndpointUrl}` with the signed client assertion (OAuth client-credentials grant, RFC 7523)
+    /// → the bearer access token. No `client_id` and no other credential is sent, as `VssOAuthTokenHttpClient`.
+    func accessToken(assertion: String, tokenEndpoint: String) async throws -> AccessToken {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            ("client_assertion", assertion),
+        ].map { "\($0)=\(Self.formEncoded($1))" }.joined(separator: "&")
+        var request = HTTPClientRequest(url: tokenEndpoint)
+        request.method = .POST
+        request.headers.add(name: "Accept", value: "application/json")
+        request.headers.add(name: "User-Agent", value: "VSServices/agent-standin")
+        request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+        request.body = .bytes(ByteBuffer(bytes: Array(form.utf8)))
+        let response = try await execute(request, timeout: Self.requestTimeout)
+        if response.status == 400 || response.status == 401,
+            let refusal = try? JSONDecoder().decode(TokenErrorResponse.self, from: response.body), let error = refusal.error
+        {
+            throw ServerError.tokenRefused(
+                status: response.status, error: error, description: refusal.errordescription ?? "")
+        }
+        try classify(response)
+        let token = try decode(TokenResponse.self, from: response, route: "oauth2/token")
+        return AccessToken(value: token.accessToken, expiresIn: token.expiresIn)
+    }
+
+    /// `application/x-www-form-urlencoded` encoding of one value.
+    private static func formEncoded(_ value: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
     }
 
     // MARK: Agent-internal routes (bearer)
@@ -259,33 +289,39 @@ struct AgentServer: Sendable {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: body))
         }
+        let response = try await execute(request, timeout: timeout)
+        try classify(response)
+        return response
+    }
 
-        let status: Int
-        let contentType: String
-        let data: Data
+    /// Sends a request and collects the answer; only connection trouble throws.
+    private func execute(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> RawResponse {
         do {
             let response = try await HTTPClient.shared.execute(request, timeout: timeout)
-            status = Int(response.status.code)
-            contentType = response.headers.first(name: "Content-Type") ?? ""
             let buffer = try await response.body.collect(upTo: 16 * 1024 * 1024)
-            data = Data(buffer.readableBytesView)
+            return RawResponse(
+                status: Int(response.status.code), contentType: response.headers.first(name: "Content-Type") ?? "",
+                body: Data(buffer.readableBytesView))
         } catch is CancellationError {
             throw CancellationError()
         } catch {
             if Task.isCancelled { throw CancellationError() }
             throw ServerError.network(Self.describe(error))
         }
+    }
 
-        if status == 401 || status == 203 || contentType.lowercased().contains("text/html") {
+    /// Throws the `ServerError` a non-2xx (or sign-in page) answer stands for.
+    private func classify(_ response: RawResponse) throws {
+        let status = response.status
+        if status == 401 || status == 203 || response.contentType.lowercased().contains("text/html") {
             throw ServerError.unauthorized(organizationURL: organizationURL)
         }
         guard (200..<300).contains(status) else {
-            let wrapped = try? JSONDecoder().decode(WrappedException.self, from: data)
+            let wrapped = try? JSONDecoder().decode(WrappedException.self, from: response.body)
             let message = wrapped?.message
-                ?? "Response status code does not indicate success: \(status). \(String(decoding: data.prefix(200), as: UTF8.self))"
+                ?? "Response status code does not indicate success: \(status). \(String(decoding: response.body.prefix(200), as: UTF8.self))"
             throw ServerError.service(status: status, typeKey: wrapped?.typeKey, message: message)
         }
-        return RawResponse(status: status, contentType: contentType, body: data)
     }
 
     private static func describe(_ error: any Error) -> String {
@@ -347,32 +383,43 @@ struct AgentRegistration: Encodable, Sendable {
     var maxParallelism = 1
     /// The scanned system capabilities.
     var systemCapabilities: [String: String]
-    /// The agent's public key (random; the stand-in never uses the private half).
+    /// The agent's public key, whose private half signs the listener's client assertions.
     var authorization: KeyBlock
 
     /// `{"publicKey":{"exponent","modulus"}}`.
     struct KeyBlock: Encodable, Sendable {
-        /// The RSA public key.
-        var publicKey: PublicKey
-    }
-
-    /// An RSA public key in the wire's base64 form.
-    struct PublicKey: Encodable, Sendable {
-        /// Always `AQAB` (65537).
-        var exponent = "AQAB"
-        /// 256 random bytes, base64.
-        var modulus: String
+        /// The RSA public key (base64 exponent and modulus).
+        var publicKey: AgentPublicKey
     }
 }
 
-/// `oauth2/token` answer.
+/// `oauth2/token` answer (`VssOAuthTokenResponse`).
 struct TokenResponse: Decodable, Sendable {
     /// The bearer token.
     let accessToken: String
+    /// Seconds until it expires, when the service says.
+    let expiresIn: Int?
 
     enum CodingKeys: String, CodingKey {
         case accessToken = "access_token"
+        case expiresIn = "expires_in"
     }
+}
+
+/// `oauth2/token` refusal: the OAuth error code and its description (spelled `errordescription`).
+struct TokenErrorResponse: Decodable, Sendable {
+    /// `invalid_client`, `invalid_grant`, ...
+    let error: String?
+    /// Why.
+    let errordescription: String?
+}
+
+/// An agent access token as the token endpoint returned it.
+struct AccessToken: Sendable, Equatable {
+    /// The bearer token.
+    let value: String
+    /// Seconds until it expires, if known.
+    let expiresIn: Int?
 }
 
 /// The body of POST sessions.

@@ -1,11 +1,18 @@
+import AgentIdentity
 import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// The agent directory the listener belongs to: its root, version and the config files in it.
 ///
 /// The root is the parent of the directory holding `bin/Agent.Listener` as invoked (the symlink is not resolved,
 /// so one stand-in binary can serve many agent directories).
 struct AgentDirectory: Sendable {
-    /// The agent root (holds `config.sh`, `run.sh`, `bin/`, `.agent`, `.credentials`).
+    /// The agent root (holds `config.sh`, `run.sh`, `bin/`, `.agent`, `.credentials`, `.credentials_rsaparams`).
     let root: URL
     /// The agent version, read from the layout's version marker.
     let version: String
@@ -29,9 +36,11 @@ struct AgentDirectory: Sendable {
     }
 
     /// `.agent`: the settings written by a successful configure.
-    var settingsFile: URL { root.appendingPathComponent(".agent") }
+    var settingsFile: URL { root.appendingPathComponent(AgentRegistrationFiles.agentFileName) }
     /// `.credentials`: the OAuth client the listener uses for its own token.
-    var credentialsFile: URL { root.appendingPathComponent(".credentials") }
+    var credentialsFile: URL { root.appendingPathComponent(AgentRegistrationFiles.credentialsFileName) }
+    /// `.credentials_rsaparams`: the agent's RSA private key, which signs the listener's client assertions.
+    var rsaParametersFile: URL { root.appendingPathComponent(AgentRegistrationFiles.rsaParametersFileName) }
     /// `.capabilities`: optional user-provided `name=value` lines added to the system capabilities.
     var userCapabilitiesFile: URL { root.appendingPathComponent(".capabilities") }
 
@@ -39,64 +48,81 @@ struct AgentDirectory: Sendable {
     var isConfigured: Bool { FileManager.default.fileExists(atPath: settingsFile.path) }
     /// Whether `.credentials` exists.
     var hasCredentials: Bool { FileManager.default.fileExists(atPath: credentialsFile.path) }
+    /// Whether `.credentials_rsaparams` exists.
+    var hasKey: Bool { FileManager.default.fileExists(atPath: rsaParametersFile.path) }
 
-    /// Reads `.agent`.
-    func loadSettings() throws -> AgentSettings {
-        try JSONDecoder().decode(AgentSettings.self, from: Data(contentsOf: settingsFile))
+    /// Reads `.agent` (BOM tolerant, member names in any case, as the agent reads it).
+    func loadSettings() throws -> AgentSettingsFile {
+        try AgentSettingsFile.decode(Data(contentsOf: settingsFile))
     }
 
-    /// Reads `.credentials`.
-    func loadCredentials() throws -> CredentialData {
-        try JSONDecoder().decode(CredentialData.self, from: Data(contentsOf: credentialsFile))
+    /// Reads `.credentials` (BOM tolerant, member names in any case).
+    func loadCredentials() throws -> CredentialsFile {
+        try CredentialsFile.decode(Data(contentsOf: credentialsFile))
     }
 
-    /// Writes `.agent`.
-    func save(_ settings: AgentSettings) throws {
-        try Self.encoder.encode(settings).write(to: settingsFile, options: .atomic)
+    /// Reads `.credentials_rsaparams`; the agent re-reads it for every signature, so it must stay in place.
+    func loadKey() throws -> AgentKey {
+        try AgentKey(parameters: RSAParametersFile.decode(Data(contentsOf: rsaParametersFile)))
     }
 
-    /// Writes `.credentials` readable by the owner only (it names the agent's OAuth client).
-    func save(_ credentials: CredentialData) throws {
-        try Self.encoder.encode(credentials).write(to: credentialsFile, options: .atomic)
-        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: credentialsFile.path)
+    /// Writes `.credentials_rsaparams` and `.credentials`, readable by the owner only.
+    func saveCredentials(_ files: AgentRegistrationFiles) throws {
+        try Self.writePrivately(files.rsaParameters, to: rsaParametersFile)
+        try Self.writePrivately(files.credentials, to: credentialsFile)
+    }
+
+    /// Writes `.agent`, readable by the owner only; written last, since it marks the directory configured.
+    func saveSettings(_ files: AgentRegistrationFiles) throws {
+        try Self.writePrivately(files.agent, to: settingsFile)
     }
 
     /// The absolute work folder (`workFolder` is kept relative to the root when given relative).
-    func workFolder(_ settings: AgentSettings) -> URL {
+    func workFolder(_ settings: AgentSettingsFile) -> URL {
         settings.workFolder.hasPrefix("/")
             ? URL(fileURLWithPath: settings.workFolder)
             : root.appendingPathComponent(settings.workFolder)
     }
 
-    private static var encoder: JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return encoder
+    /// Writes `data` to a temporary file created with mode 0600, then renames it over `file`, so the file never
+    /// exists with wider permissions or half written.
+    private static func writePrivately(_ data: Data, to file: URL) throws {
+        let temporary = file.deletingLastPathComponent().appendingPathComponent(".\(file.lastPathComponent).\(getpid()).tmp")
+        let descriptor = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw FileWriteError(path: temporary.path, errno: errno) }
+        let written = data.withUnsafeBytes { buffer -> Int in
+            guard let base = buffer.baseAddress else { return 0 }
+            var offset = 0
+            while offset < buffer.count {
+                let count = write(descriptor, base + offset, buffer.count - offset)
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    return -1
+                }
+                offset += count
+            }
+            return offset
+        }
+        let writeErrno = errno
+        close(descriptor)
+        guard written == data.count else {
+            unlink(temporary.path)
+            throw FileWriteError(path: temporary.path, errno: writeErrno)
+        }
+        guard rename(temporary.path, file.path) == 0 else {
+            let renameErrno = errno
+            unlink(temporary.path)
+            throw FileWriteError(path: file.path, errno: renameErrno)
+        }
     }
 }
 
-/// The content of `.agent`, with the real agent's key names.
-struct AgentSettings: Codable, Sendable, Equatable {
-    /// The agent's id on the server.
-    var agentId: Int
-    /// The registered agent name.
-    var agentName: String
-    /// The pool's id on the server.
-    var poolId: Int
-    /// The pool's name.
-    var poolName: String
-    /// The organization URL given to configure.
-    var serverUrl: String
-    /// The work folder (relative to the agent root unless absolute).
-    var workFolder: String
-    /// Whether `--acceptTeeEula` was given.
-    var acceptTeeEula: Bool
-}
+/// A config file could not be written.
+struct FileWriteError: Error, CustomStringConvertible {
+    /// The file.
+    let path: String
+    /// The failing call's `errno`.
+    let errno: Int32
 
-/// The content of `.credentials`: the OAuth client-credential the server handed out at registration.
-struct CredentialData: Codable, Sendable, Equatable {
-    /// Always `OAuth` for agents registered against a server that supports the key exchange.
-    var scheme: String
-    /// `clientId` and `authorizationUrl` (plus `oAuthEndpointUrl`, like the real file).
-    var data: [String: String]
+    var description: String { "cannot write \(path): \(String(cString: strerror(errno)))" }
 }

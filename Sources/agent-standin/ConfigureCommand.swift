@@ -1,3 +1,4 @@
+import AgentIdentity
 import Foundation
 import Shared
 
@@ -66,7 +67,8 @@ enum Messages {
     static let failed = "Failed: "
 }
 
-/// `configure`: registers the agent with the pool and writes `.agent` and `.credentials`.
+/// `configure`: makes an RSA key, registers the agent and its public key with the pool, and writes `.agent`,
+/// `.credentials` and `.credentials_rsaparams`.
 struct ConfigureCommand {
     /// Parsed inputs.
     let settings: CommandSettings
@@ -124,11 +126,14 @@ struct ConfigureCommand {
         Console.line("Scanning for tool capabilities.")
         let capabilities = CapabilityScanner(agentName: agentName, directory: directory).scan()
 
+        // Like `RSAFileKeyManager.CreateKey`: a new RSA-2048 key for every registration (also on --replace).
+        let key = try AgentKey.generate()
+
         Console.line("Connecting to the server.")
         var registration = AgentRegistration(
             name: agentName, version: directory.version, osDescription: CapabilityScanner.osDescription,
             systemCapabilities: capabilities,
-            authorization: .init(publicKey: .init(modulus: Self.randomModulus()))
+            authorization: .init(publicKey: key.publicKey)
         )
         let existing = try await server.agents(named: agentName, poolId: pool.id, credential: credential)
         let agent: AgentRecord
@@ -151,29 +156,19 @@ struct ConfigureCommand {
         else {
             throw TerminatingError(message: "The server did not return an OAuth client for agent \(agentName).")
         }
-        try directory.save(
-            CredentialData(
-                scheme: "OAuth",
-                data: ["clientId": clientId, "authorizationUrl": authorizationURL, "oAuthEndpointUrl": authorizationURL]
-            )
+        let files = AgentRegistrationFiles(
+            agentId: agent.id, agentName: agentName, poolId: pool.id, poolName: pool.name, serverUrl: urlText,
+            workFolder: workFolder, clientId: clientId, authorizationUrl: authorizationURL, key: key,
+            acceptTeeEula: settings.flag("acceptTeeEula")
         )
+        try directory.saveCredentials(files)
 
         Console.line("Testing agent connection.")
-        _ = try await server.accessToken(clientId: clientId, authorizationURL: authorizationURL)
+        let assertion = try key.clientAssertion(clientId: clientId, audience: authorizationURL, now: Date())
+        _ = try await server.accessToken(assertion: assertion, tokenEndpoint: authorizationURL)
 
-        try directory.save(
-            AgentSettings(
-                agentId: agent.id, agentName: agentName, poolId: pool.id, poolName: pool.name, serverUrl: urlText,
-                workFolder: workFolder, acceptTeeEula: settings.flag("acceptTeeEula")
-            )
-        )
+        try directory.saveSettings(files)
         Console.stamped("Settings Saved.")
-    }
-
-    private static func randomModulus() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let bytes = (0..<256).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
-        return Data(bytes).base64EncodedString()
     }
 }
 
@@ -220,8 +215,12 @@ struct RemoveCommand {
                 Console.line(Messages.missingConfig)
             }
 
+            // Like `UnconfigureAsync`: the RSA key goes together with `.credentials`, under the same step.
             currentAction = "Removing .credentials"
             Console.line(currentAction)
+            if directory.hasKey {
+                try FileManager.default.removeItem(at: directory.rsaParametersFile)
+            }
             if hasCredentials {
                 try FileManager.default.removeItem(at: directory.credentialsFile)
                 Console.line(Messages.succeeded + currentAction)

@@ -1,3 +1,4 @@
+import AgentIdentity
 import Dispatch
 import Foundation
 import Shared
@@ -9,29 +10,46 @@ import Glibc
 import Musl
 #endif
 
-/// The agent's own bearer token, fetched from `authorizationUrl` with the client id in `.credentials`.
+/// The agent's own bearer token: a client assertion signed with `.credentials_rsaparams`, exchanged at the token
+/// endpoint (`oauthEndpointUrl`, else `authorizationUrl`) with the OAuth client-credentials grant.
+///
+/// Like the real agent the key file is read again for every assertion, so it must stay in place while the
+/// listener runs.
 actor AgentTokenSource {
     private let server: AgentServer
+    private let directory: AgentDirectory
     private let clientId: String
-    private let authorizationURL: String
+    private let audience: String
+    private let tokenEndpoint: String
     private var token: String?
 
-    /// Creates a source for the OAuth client written by configure.
-    init(server: AgentServer, clientId: String, authorizationURL: String) {
+    /// Creates a source for the OAuth client in `.credentials`; `audience` is its `authorizationUrl` verbatim.
+    init(server: AgentServer, directory: AgentDirectory, clientId: String, audience: String, tokenEndpoint: String) {
         self.server = server
+        self.directory = directory
         self.clientId = clientId
-        self.authorizationURL = authorizationURL
+        self.audience = audience
+        self.tokenEndpoint = tokenEndpoint
     }
 
     /// The cached token, fetching one if needed.
     func current() async throws -> String {
         if let token { return token }
-        return try await refresh()
+        return try await fetch()
     }
 
-    /// Fetches a fresh token (after a 401: tokens expire and die with the registration).
-    func refresh() async throws -> String {
-        let fresh = try await server.accessToken(clientId: clientId, authorizationURL: authorizationURL)
+    /// A token to use instead of `rejected` (after a 401: tokens expire and die with the registration).
+    ///
+    /// Fetches a new one unless another caller already replaced `rejected` meanwhile.
+    func replacing(_ rejected: String) async throws -> String {
+        if let token, token != rejected { return token }
+        return try await fetch()
+    }
+
+    private func fetch() async throws -> String {
+        let key = try directory.loadKey()
+        let assertion = try key.clientAssertion(clientId: clientId, audience: audience, now: Date())
+        let fresh = try await server.accessToken(assertion: assertion, tokenEndpoint: tokenEndpoint).value
         token = fresh
         return fresh
     }
@@ -44,16 +62,18 @@ struct AgentConnection: Sendable {
     /// Where the bearer token comes from.
     let tokens: AgentTokenSource
     /// `.agent` content.
-    let settings: AgentSettings
+    let settings: AgentSettingsFile
     /// The version the agent reports.
     let agentVersion: String
 
-    /// Runs `call` with the current token; on 401 refreshes the token once and retries.
+    /// Runs `call` with the current token; on 401 (typically an expired token) fetches a new token once and
+    /// retries. A second 401, or a refused token request (deleted registration), is the caller's to handle.
     func withToken<T: Sendable>(_ call: (String) async throws -> T) async throws -> T {
+        let token = try await tokens.current()
         do {
-            return try await call(try await tokens.current())
+            return try await call(token)
         } catch ServerError.unauthorized {
-            return try await call(try await tokens.refresh())
+            return try await call(try await tokens.replacing(token))
         }
     }
 }
@@ -264,10 +284,13 @@ struct Listener: Sendable {
                     sessionId = renewed
                     continue
                 }
-                if case .unauthorized = error {
+                switch error {
+                case .unauthorized, .tokenRefused:
                     Console.error(error.description)
                     events.yield(.stop(.terminatedError))
                     return
+                default:
+                    break
                 }
                 if !disconnected {
                     Console.stamped("Agent connect error: \(error.description). Retrying until reconnected.")
@@ -311,7 +334,7 @@ struct Listener: Sendable {
                 return nil
             } catch let error as ServerError {
                 switch error {
-                case .unauthorized:
+                case .unauthorized, .tokenRefused:
                     Console.error(error.description)
                     events.yield(.stop(.terminatedError))
                     return nil

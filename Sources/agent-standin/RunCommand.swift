@@ -1,3 +1,4 @@
+import AgentIdentity
 import Foundation
 
 /// `run [--once]`: checks the configuration, then hands over to the `Listener`.
@@ -14,12 +15,22 @@ struct RunCommand {
     func run() async -> ExitCode {
         guard directory.isConfigured, directory.hasCredentials,
             let agentSettings = try? directory.loadSettings(),
-            let credentials = try? directory.loadCredentials(),
-            let clientId = credentials.data["clientId"],
-            let authorizationURL = credentials.data["authorizationUrl"]
+            let credentials = try? directory.loadCredentials()
         else {
             Console.error("Agent is not configured.")
             Console.line(Usage.text)
+            return .terminatedError
+        }
+        // `OAuthCredential`: clientId and authorizationUrl are required, oauthEndpointUrl defaults to the latter.
+        guard credentials.isOAuth, let clientId = credentials.clientId,
+            let authorizationURL = credentials.authorizationUrl, let tokenEndpoint = credentials.tokenEndpointUrl
+        else {
+            Console.error(
+                "The agent stand-in supports only OAuth credentials with clientId and authorizationUrl in .credentials.")
+            return .terminatedError
+        }
+        guard directory.hasKey else {
+            Console.error("\(AgentRegistrationFiles.rsaParametersFileName) is missing; reconfigure the agent.")
             return .terminatedError
         }
 
@@ -30,7 +41,9 @@ struct RunCommand {
         let server = AgentServer(organizationURL: agentSettings.serverUrl)
         let connection = AgentConnection(
             server: server,
-            tokens: AgentTokenSource(server: server, clientId: clientId, authorizationURL: authorizationURL),
+            tokens: AgentTokenSource(
+                server: server, directory: directory, clientId: clientId, audience: authorizationURL,
+                tokenEndpoint: tokenEndpoint),
             settings: agentSettings,
             agentVersion: directory.version
         )

@@ -138,7 +138,10 @@ final class ControllerService: Service {
         let schedule = PoolSchedule(clock: clock)
         let events = EventRecorder(api: kube, clock: clock, identity: settings.identity, logger: logger)
         let pods = PodCache(api: kube, clock: clock, logger: logger) { key in await schedule.wake(key) }
-        let reconciler = PoolReconciler(.init(kube: kube, connector: connector, pods: pods, events: events, metrics: metrics, clock: clock, logger: logger))
+        let reconciler = PoolReconciler(
+            .init(
+                kube: kube, connector: connector, pods: pods, events: events, metrics: metrics, clock: clock, logger: logger,
+                organizationPolicy: settings.organizationPolicy))
         let registry = PoolRegistry()
         let namespace = settings.legacy?.namespace ?? settings.watchNamespace
         let watcher = AgentPoolWatcher(

@@ -38,6 +38,10 @@ struct RunCommand: AsyncParsableCommand {
     var logLevel: String?
     @Option(help: "json or text [LOG_FORMAT]; default text.")
     var logFormat: String?
+    @Option(help: "Comma-separated hosts AgentPools may name in organizationUrl; '*.domain' matches subdomains [SHOAL_ALLOWED_ORGANIZATION_HOSTS]; default dev.azure.com,*.visualstudio.com.")
+    var allowedOrganizationHosts: String?
+    @Option(help: "Also accept http:// organization URLs, for tests against a local simulator only [SHOAL_ALLOW_INSECURE_ORGANIZATION_URLS]; default false.")
+    var allowInsecureOrganizationUrls: Bool?
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -45,7 +49,8 @@ struct RunCommand: AsyncParsableCommand {
         do {
             let flags = ControllerSettings.Flags(
                 kubeconfig: kubeconfig, namespace: namespace, leaderElection: leaderElection, leaderElectionNamespace: leaderElectionNamespace,
-                leaseName: leaseName, identity: identity, httpHost: httpHost, httpPort: httpPort, logLevel: logLevel, logFormat: logFormat)
+                leaseName: leaseName, identity: identity, httpHost: httpHost, httpPort: httpPort, logLevel: logLevel, logFormat: logFormat,
+                allowedOrganizationHosts: allowedOrganizationHosts, allowInsecureOrganizationURLs: allowInsecureOrganizationUrls)
             let serviceAccountNamespace = try? String(contentsOfFile: "/var/run/secrets/kubernetes.io/serviceaccount/namespace", encoding: .utf8)
             settings = try ControllerSettings.resolve(
                 flags: flags, environment: environment, serviceAccountNamespace: serviceAccountNamespace?.filter { !$0.isWhitespace },

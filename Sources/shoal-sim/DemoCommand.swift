@@ -43,6 +43,9 @@ struct DemoCommand: AsyncParsableCommand {
     @Flag(help: "Plain line output instead of the live table (also when stdout is not a terminal).")
     var noLive = false
 
+    @Option(help: "Who registers the agents: controller (pods hold no PAT) or entrypoint (pods get the PAT).")
+    var registration: String = RegistrationMode.controller.rawValue
+
     func validate() throws {
         guard kubeconfig == nil || clusterDir == nil else { throw ValidationError("--kubeconfig and --cluster-dir exclude each other") }
         guard (1...500).contains(jobs) else { throw ValidationError("--jobs must be between 1 and 500, got \(jobs)") }
@@ -51,6 +54,9 @@ struct DemoCommand: AsyncParsableCommand {
         guard (1...20).contains(standby) else { throw ValidationError("--standby must be between 1 and 20, got \(standby)") }
         guard maxAgents >= standby + 1, maxAgents <= 50 else { throw ValidationError("--max-agents must be between --standby + 1 and 50, got \(maxAgents)") }
         guard timeout >= 30 else { throw ValidationError("--timeout must be at least 30 seconds, got \(timeout)") }
+        guard RegistrationMode(rawValue: registration) != nil else {
+            throw ValidationError("--registration must be controller or entrypoint, got \(registration)")
+        }
     }
 
     /// How the run ended.
@@ -69,7 +75,9 @@ struct DemoCommand: AsyncParsableCommand {
         let stack = DemoStack(workspace: workspace, executables: executables, say: { console.say("  " + $0) }, logger: logger)
         let board = DemoBoard()
         let tracker = PodTracker()
-        let workload = DemoWorkload(jobs: jobs, rate: rate, jobSeconds: jobSeconds, standby: standby, maxAgents: maxAgents)
+        let workload = DemoWorkload(
+            jobs: jobs, rate: rate, jobSeconds: jobSeconds, standby: standby, maxAgents: maxAgents,
+            registration: RegistrationMode(rawValue: registration) ?? .controller)
         let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
 
         console.say("Shoal demo: Kubernetes, pool-controller and agent-entrypoint are real; Azure DevOps is simulated")
@@ -99,6 +107,7 @@ struct DemoCommand: AsyncParsableCommand {
         let minutes = await board.elapsed / 60
         let peak = await tracker.peak
         let pods = await tracker.pods
+        let tokenPods = (seen: await tracker.seen.count, holding: await tracker.holdingToken.count)
         let controllerUsage = await stack.controller.map { ProcessUsage.read(pid: $0.pid) } ?? nil
         console.say("  cleaning up: AgentPool, controller, local node\(await stack.startedClusterDirectory != nil ? ", control plane" : "")")
         await stack.tearDown()
@@ -108,12 +117,12 @@ struct DemoCommand: AsyncParsableCommand {
             console.say("interrupted (\(signal)): stopped everything the demo started")
             throw ExitCode(130)
         case .failed(let message):
-            if let snapshot { console.say(DemoSummary(facts: DemoFacts(), snapshot: snapshot, pods: pods, peak: peak, workload: workload, minutes: minutes).report) }
+            if let snapshot { console.say(DemoSummary(facts: DemoFacts(), snapshot: snapshot, pods: pods, peak: peak, workload: workload, minutes: minutes, tokenPods: tokenPods).report) }
             console.say("FAILED: \(message)\n  logs: \(workspace)")
             throw ExitCode(1)
         case .played(let facts):
             guard let snapshot else { throw ExitCode(1) }
-            let summary = DemoSummary(facts: facts, snapshot: snapshot, pods: pods, peak: peak, workload: workload, minutes: minutes)
+            let summary = DemoSummary(facts: facts, snapshot: snapshot, pods: pods, peak: peak, workload: workload, minutes: minutes, tokenPods: tokenPods)
             console.say(summary.report)
             if let controllerUsage {
                 console.say(String(format: "  pool-controller:         peak RSS %.1f MiB, CPU %.2f s over %.1f min", controllerUsage.peakResidentMiB, controllerUsage.cpuSeconds, minutes))
@@ -192,6 +201,8 @@ struct DemoCommand: AsyncParsableCommand {
         if let nodeName { podSpec["nodeName"] = .string(nodeName) }
         return [
             "organizationUrl": .string(organizationURL), "poolName": .string(DemoNames.azurePool), "tokenSecretRef": ["name": "azdo"],
+            // Controller registration (the default, recommended): no agent pod holds the PAT.
+            "registration": .string(registration),
             "standby": .int(Int64(standby)), "maxAgents": .int(Int64(maxAgents)),
             "capabilities": .object(DemoWorkload.capabilities.mapValues { .string($0) }),
             "template": ["spec": podSpec],

@@ -193,7 +193,9 @@ struct ControllerEndToEndTests {
         try await ControllerWorld.run { world in
             let url = world.simulator.organizationURL
             _ = try await world.kube.create(
-                Secret(metadata: ObjectMeta(name: "wrong", namespace: world.namespace), stringData: ["token": "not-a-valid-pat"]), .secrets,
+                Secret(
+                    metadata: ObjectMeta(name: "wrong", namespace: world.namespace, labels: [AgentPodLabels.tokenSecret: "true"]),
+                    stringData: ["token": "not-a-valid-pat"]), .secrets,
                 namespace: world.namespace)
             var badToken = ControllerWorld.poolSpec(organizationURL: url, standby: 1, maxAgents: 2)
             badToken["tokenSecretRef"] = ["name": "wrong"]
@@ -203,13 +205,27 @@ struct ControllerEndToEndTests {
             unknownPool["poolName"] = "no-such-pool"
             var invalid = ControllerWorld.poolSpec(organizationURL: url, standby: 3, maxAgents: 2)
             invalid["prefix"] = "invalid"
+            // A Secret not labelled for Shoal, and an organization outside the allow-list (a loopback address, so a
+            // broken check could not send anything off this machine).
+            _ = try await world.kube.create(
+                Secret(metadata: ObjectMeta(name: "unrelated", namespace: world.namespace), stringData: ["token": ControllerWorld.token]), .secrets,
+                namespace: world.namespace)
+            var unlabelled = ControllerWorld.poolSpec(organizationURL: url, standby: 1, maxAgents: 2)
+            unlabelled["tokenSecretRef"] = ["name": "unrelated"]
+            unlabelled["prefix"] = "unlabelled"
+            let elsewhere = ControllerWorld.poolSpec(organizationURL: "http://127.0.0.2:9/collector", standby: 1, maxAgents: 2)
+            try await world.createPool("unlabelled", spec: unlabelled)
+            try await world.createPool("elsewhere", spec: elsewhere)
             try await world.createPool("badtoken", spec: badToken)
             try await world.createPool("nosecret", spec: noSecret)
             try await world.createPool("unknownpool", spec: unknownPool)
             try await world.createPool("invalid", spec: invalid)
             try await world.createPool("good", spec: ControllerWorld.poolSpec(organizationURL: url, standby: 1, maxAgents: 2))
             try await world.withController {
-                let expected = ["badtoken": "AuthenticationFailed", "nosecret": "SecretNotFound", "unknownpool": "PoolNotFound", "invalid": "InvalidSpec"]
+                let expected = [
+                    "badtoken": "AuthenticationFailed", "nosecret": "SecretNotFound", "unknownpool": "PoolNotFound", "invalid": "InvalidSpec",
+                    "unlabelled": "TokenSecretNotAllowed", "elsewhere": "OrganizationNotAllowed",
+                ]
                 for (name, reason) in expected {
                     let reported = try await eventually(timeout: .seconds(60)) {
                         let ready = try await world.pool(name).status?.conditions?["Ready"]
@@ -220,6 +236,10 @@ struct ControllerEndToEndTests {
                 }
                 let invalidMessage = try await world.pool("invalid").status?.conditions?["Ready"]?.message
                 #expect(invalidMessage?.contains("spec.standby") == true)
+                let unlabelledMessage = try await world.pool("unlabelled").status?.conditions?["Ready"]?.message
+                #expect(unlabelledMessage?.contains("shoal.dev/token=true") == true)
+                let elsewhereMessage = try await world.pool("elsewhere").status?.conditions?["Ready"]?.message
+                #expect(elsewhereMessage?.contains("spec.organizationUrl") == true && elsewhereMessage?.contains("127.0.0.2") == true)
                 let events = try await world.kube.listAll(Event.self, .events, namespace: world.namespace).items
                 for (name, reason) in expected {
                     #expect(events.contains { $0.involvedObject.name == name && $0.reason == reason && $0.type == "Warning" }, "Warning Event \(reason) on \(name)")

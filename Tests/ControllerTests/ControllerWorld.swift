@@ -65,7 +65,7 @@ struct ControllerWorld: Sendable {
                     workDirectory: FileManager.default.temporaryDirectory.appendingPathComponent("shoal-node-\(context.namespace)").path),
                 logger: quietLogger("local-node"))
             _ = try await context.admin.create(
-                Secret(metadata: ObjectMeta(name: "azdo", namespace: context.namespace), stringData: ["token": token]), .secrets,
+                Secret(metadata: ObjectMeta(name: "azdo", namespace: context.namespace, labels: [AgentPodLabels.tokenSecret: "true"]), stringData: ["token": token]), .secrets,
                 namespace: context.namespace)
             let world = ControllerWorld(context: context, simulator: simulator, node: node)
             var failure: (any Error)?
@@ -163,8 +163,11 @@ struct ControllerWorld: Sendable {
         ControllerSettings(
             kubeconfig: nil, watchNamespace: namespace, leaderElection: leaderElection, leaderElectionNamespace: namespace,
             leaseName: "shoal-pool-controller", identity: identity, httpHost: "127.0.0.1", httpPort: 0, logLevel: .info, logFormat: .text,
-            legacy: legacy)
+            legacy: legacy, organizationPolicy: Self.testPolicy)
     }
+
+    /// The simulator listens on plain http on loopback: allowed only by the controller's test flag.
+    static let testPolicy = OrganizationPolicy(allowedHosts: ["127.0.0.1", "localhost"], allowInsecure: true)
 
     /// Queues `count` jobs of `seconds` each and returns their request ids.
     func queueJobs(_ count: Int, seconds: Double, demands: [String] = [], name: String = "job") async throws -> [Int] {

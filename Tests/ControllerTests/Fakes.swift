@@ -686,9 +686,16 @@ final class FakeAzureDevOps: AzureDevOpsAPI, Sendable {
             }
             let id = world.nextAgentID
             world.nextAgentID += 1
-            let registered = Agent(
+            var registered = Agent(
                 id: id, name: agent.name, version: agent.version, enabled: agent.enabled, status: .offline,
                 osDescription: agent.osDescription, systemCapabilities: agent.systemCapabilities)
+            if agent.authorization != nil {
+                // As the service: a body with a public key gets the agent's OAuth client back.
+                registered.authorization = AgentAuthorization(
+                    clientId: "00000000-0000-0000-0000-\(String(format: "%012d", id))",
+                    authorizationUrl: "https://vstoken.dev.azure.com/fake/_apis/oauth2/token")
+                registered.serverURL = "https://dev.azure.com/contoso/"
+            }
             world.agents[id] = registered
             return registered
         }

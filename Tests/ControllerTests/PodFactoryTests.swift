@@ -65,12 +65,15 @@ struct PodFactoryTests {
                 "nodeSelector": ["kubernetes.io/os": "linux"],
                 "volumes": [["name": "work", "emptyDir": [:]]],
                 "restartPolicy": "Never",
+                "automountServiceAccountToken": false,
+                "securityContext": ["runAsNonRoot": true, "seccompProfile": ["type": "RuntimeDefault"]],
                 "containers": [
                     ["name": "docker", "image": "docker:dind", "env": [["name": "AZP_URL", "value": "sidecar-keeps-its-own"]]],
                     [
                         "name": "agent", "image": "agent:1",
                         "env": .array([["name": "JAVA_HOME", "value": "/opt/java"], ["name": "AZP_WORK", "value": "/work"]] + controllerEnvironment),
                         "volumeMounts": [["name": "work", "mountPath": "/work"]],
+                        "securityContext": ["allowPrivilegeEscalation": false, "capabilities": ["drop": ["ALL"]]],
                     ],
                 ],
             ],
@@ -119,10 +122,15 @@ struct PodFactoryTests {
             ["name": "AZP_TOKEN", "valueFrom": ["secretKeyRef": ["name": "azdo", "key": "token"]]],
         ]
         let expectedSpec: KubeJSON = [
-            "containers": [["name": "agent", "image": "agent:1", "env": .array(expectedEnvironment)]],
+            "containers": [[
+                "name": "agent", "image": "agent:1", "env": .array(expectedEnvironment),
+                "securityContext": ["allowPrivilegeEscalation": false, "capabilities": ["drop": ["ALL"]]],
+            ]],
             "terminationGracePeriodSeconds": 3600,
             "imagePullSecrets": [["name": "regcred"]],
             "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "securityContext": ["runAsNonRoot": true, "seccompProfile": ["type": "RuntimeDefault"]],
         ]
         #expect(pod["spec"] == expectedSpec, "\(pod.jsonText)")
         #expect(pod["metadata"]?["generateName"] == "linux-")

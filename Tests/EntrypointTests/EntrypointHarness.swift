@@ -3,6 +3,8 @@ import Shared
 import Simulators
 import Testing
 
+@testable import agent_entrypoint
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -51,6 +53,17 @@ struct EntrypointFixture: Sendable {
         try? FileManager.default.removeItem(at: agentDirectory)
         try AgentStandIn.install(at: agentDirectory, listenerExecutable: standIn)
         entrypointBinary = entrypoint
+    }
+
+    /// Runs the entrypoint as `nobody` (65534) when the tests run as root: the same, non-root user for the
+    /// entrypoint and the job, as in a real pod (root may read any `/proc/<pid>/environ`). Copies the binaries
+    /// first (unless ``useCopiedBinaries()`` already did) and hands the whole fixture to that user.
+    mutating func runAsNobody() async throws {
+        if entrypointBinary == nil { try useCopiedBinaries() }
+        environment["AGENT_ALLOW_RUNASROOT"] = nil
+        wrapper = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        let chown = try await runTool("/bin/chown", ["-R", "65534:65534", root.path])
+        try #require(chown.status == 0, "\(chown.output)")
     }
 
     /// The PAT the simulator accepts by default.
@@ -189,6 +202,83 @@ struct RunningEntrypoint: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(50))
         }
         throw HarnessError.timedOut("the listener process", output: output)
+    }
+}
+
+/// Runs a helper program to completion (waiting for its exit, not polling) and returns its status and output.
+func runTool(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) async throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    if let environment { process.environment = environment }
+    let output = FileManager.default.temporaryDirectory.appendingPathComponent("tool-\(UUID().uuidString).log")
+    FileManager.default.createFile(atPath: output.path, contents: nil)
+    defer { try? FileManager.default.removeItem(at: output) }
+    let handle = try FileHandle(forWritingTo: output)
+    defer { try? handle.close() }
+    process.standardInput = FileHandle.nullDevice
+    process.standardOutput = handle
+    process.standardError = handle
+    let status: Int32 = try await withCheckedThrowingContinuation { continuation in
+        process.terminationHandler = { finished in continuation.resume(returning: finished.terminationStatus) }
+        do {
+            try process.run()
+        } catch {
+            process.terminationHandler = nil
+            continuation.resume(throwing: error)
+        }
+    }
+    return (status, (try? String(contentsOf: output, encoding: .utf8)) ?? "")
+}
+
+/// Whether the process `pid` has ended: gone from `/proc`, or a zombie nobody reaped yet.
+func processHasEnded(_ pid: pid_t) -> Bool {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let entry = ProcessTree.parseStat(text)
+    else { return true }
+    return entry.hasExited
+}
+
+/// SIGKILLs `pid` if it still runs and its command line contains `marker` (so a recycled pid is left alone).
+func killIfStillRunning(_ pid: pid_t, commandContaining marker: String) {
+    guard !processHasEnded(pid),
+        let commandLine = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .isoLatin1), commandLine.contains(marker)
+    else { return }
+    kill(pid, SIGKILL)
+}
+
+/// The agent's identity as the pool controller mounts it (`AZP_REGISTRATION=controller`): the stand-in's own
+/// `config.sh` registers `name` in a scratch agent directory with the PAT, exactly as the real agent writes its
+/// files, and `.agent`, `.credentials`, `.credentials_rsaparams` are moved into a registration directory.
+struct ControllerRegistration: Sendable {
+    /// The directory holding the three files (`AZP_REGISTRATION_DIR`).
+    let directory: URL
+    /// The agent id the service assigned.
+    let agentId: Int
+
+    /// Registers `fixture.agentName` with the simulator and prepares the registration directory.
+    static func make(_ simulator: AzureDevOpsSimulator, _ fixture: EntrypointFixture) async throws -> ControllerRegistration {
+        let scratch = fixture.root.appendingPathComponent("controller-scratch-agent")
+        try AgentStandIn.install(at: scratch, listenerExecutable: try BuiltProducts.standIn())
+        let configure = try await runTool(
+            scratch.appendingPathComponent("config.sh").path,
+            [
+                "--unattended", "--url", simulator.organizationURL, "--auth", "pat", "--pool", "pool-a", "--agent",
+                fixture.agentName, "--work", "_work", "--acceptTeeEula",
+            ],
+            environment: [
+                "PATH": fixture.environment["PATH"] ?? "/usr/bin:/bin", "HOME": fixture.root.path, "AGENT_ALLOW_RUNASROOT": "1",
+                "VSTS_AGENT_INPUT_TOKEN": EntrypointFixture.pat,
+            ])
+        try #require(configure.status == 0, "config.sh configure: \(configure.output)")
+        let directory = fixture.root.appendingPathComponent("registration")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        for name in [".agent", ".credentials", ".credentials_rsaparams"] {
+            try FileManager.default.moveItem(at: scratch.appendingPathComponent(name), to: directory.appendingPathComponent(name))
+        }
+        try? FileManager.default.removeItem(at: scratch)
+        let agent = try #require(await simulator.organization.snapshot().agent(named: fixture.agentName))
+        return ControllerRegistration(directory: directory, agentId: agent.id)
     }
 }
 

@@ -109,6 +109,26 @@ struct LocalNodeTests {
         }
     }
 
+    @Test("a Secret volume is materialized and variables naming its mount path are pointed at it; the pod waits for a missing Secret")
+    func secretVolume() async throws {
+        try await KubeTestContext.run { k in
+            try await withLocalNode(k) { _ in
+                let script = #"printf '%s|%s' "$(cat "$REG/.agent")" "$(stat -c %a "$REG/.agent")" > "$AZP_TERMINATION_LOG""#
+                var pod = shellPod("vol-", script: script, env: [EnvVar(name: "REG", value: "/azp/registration")])
+                pod.spec?.volumes = [["name": "reg", "secret": ["secretName": "later-files", "defaultMode": 0o444]]]
+                pod.spec?.containers[0].volumeMounts = [["name": "reg", "mountPath": "/azp/registration", "readOnly": true]]
+                let created = try await k.admin.createPod(pod)
+                let name = try #require(created.metadata.name)
+                let waiting = try #require(await waitForPod(k, name) { $0.status?.containerStatuses?.first?.state?.waiting != nil })
+                #expect(waiting.status?.containerStatuses?.first?.state?.waiting?.message?.contains("later-files") == true)
+                _ = try await k.admin.create(
+                    Secret(metadata: ObjectMeta(name: "later-files"), stringData: [".agent": "{\"agentId\":7}"]), .secrets, namespace: nil)
+                let finished = try #require(await waitForPod(k, name) { $0.status?.phase == "Succeeded" || $0.status?.phase == "Failed" })
+                #expect(finished.status?.containerStatuses?.first?.state?.terminated?.message == "{\"agentId\":7}|444")
+            }
+        }
+    }
+
     @Test func failingCommandFailsThePodWithItsExitCode() async throws {
         try await KubeTestContext.run { k in
             try await withLocalNode(k) { _ in

@@ -62,9 +62,9 @@ struct SimulatorAuthAndFaultTests {
             let withJunk = try await http.send(.POST, "\(pools)/\(poolId)/sessions", body: body, auth: .bearer("junk"))
             #expect(withJunk.status == 401)
             #expect(try await agent.openSessionReply().status == 200)
-            let badClient = try await http.send(
-                .POST, "_apis/oauth2/token", body: .object(JSONObject([("clientId", "nope")])), auth: .none)
+            let badClient = try await TestAgent.tokenReply(http, clientId: "nope", key: agent.key)
             #expect(badClient.status == 401)
+            #expect(try badClient.json["error"]?.stringValue == "invalid_client")
         }
     }
 

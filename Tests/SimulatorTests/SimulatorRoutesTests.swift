@@ -1,3 +1,4 @@
+import AgentIdentity
 import AsyncHTTPClient
 import Foundation
 import NIOHTTP1
@@ -128,17 +129,20 @@ struct SimulatorRoutesTests {
             let poolId = try await simulator.organization.poolId("pool-a")
             let agent = try await TestAgent.register(http, poolId: poolId, name: "agent-1")
             let session = try await agent.openSession()
+            let newKey = try AgentKey.generate()
             let replaced = try await http.send(
                 .PUT, "_apis/distributedtask/pools/\(poolId)/agents/\(agent.agentId)",
-                body: .object(JSONObject([("id", .int(agent.agentId)), ("name", "agent-1"), ("version", "4.266.2")])))
+                body: TestAgent.registrationBody(name: "agent-1", publicKey: newKey.publicKey, id: agent.agentId))
             #expect(replaced.status == 200)
             let newClientId = try #require(try replaced.json["authorization"]?["clientId"]?.stringValue)
             #expect(newClientId != agent.clientId)
             #expect(try await agent.poll(session).status == 401)
-            let oldExchange = try await http.send(
-                .POST, "_apis/oauth2/token", body: .object(JSONObject([("clientId", .string(agent.clientId))])), auth: .none)
+            let oldExchange = try await TestAgent.tokenReply(http, clientId: agent.clientId, key: agent.key)
             #expect(oldExchange.status == 401)
-            #expect(try await TestAgent.token(http, clientId: newClientId).isEmpty == false)
+            #expect(try oldExchange.json["error"]?.stringValue == "invalid_client")
+            let oldKeyNewClient = try await TestAgent.tokenReply(http, clientId: newClientId, key: agent.key)
+            #expect(oldKeyNewClient.status == 401)
+            #expect(try await TestAgent.token(http, clientId: newClientId, key: newKey).isEmpty == false)
             #expect(await simulator.organization.snapshot().agent(named: "agent-1")?.status == .offline)
         }
     }

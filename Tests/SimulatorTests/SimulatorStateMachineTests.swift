@@ -1,3 +1,4 @@
+import AgentIdentity
 import Foundation
 import Shared
 import Simulators
@@ -303,16 +304,23 @@ import Testing
 
     @Test func replacingAnAgentInvalidatesTokensAndAbandonsItsJob() throws {
         var (state, pool) = makeState()
-        let agent = try register(&state, pool: pool, "agent")
-        let issued = state.issueAccessToken(clientId: agent.clientId, now: at(0))
-        let token = try #require(issued)
-        #expect(state.identity(ofAccessToken: token) == .agent(agent.id))
+        let key = try AgentKey.generate()
+        let agent = try state.addAgent(
+            poolId: pool,
+            .init(
+                name: "agent", systemCapabilities: ["Agent.Version": "4.266.2"],
+                publicKeyExponent: key.publicKey.exponent, publicKeyModulus: key.publicKey.modulus),
+            now: start)
+        let audience = "https://sim.invalid/org/_apis/oauth2/token"
+        let assertion = try key.clientAssertion(clientId: agent.clientId, audience: audience, now: at(0))
+        let token = try state.issueAccessToken(assertion: assertion, audience: audience, now: at(0)).get().token
+        #expect(state.identity(ofAccessToken: token, now: at(0)) == .agent(agent.id))
         let session = try online(&state, agent, at: at(0))
         let request = try queue(&state, at: at(1))
         try take(&state, session, agent: agent, at: at(1))
         let replaced = try state.replaceAgent(poolId: pool, agentId: agent.id, .init(name: "agent"), now: at(2))
         #expect(replaced.clientId != agent.clientId)
-        #expect(state.identity(ofAccessToken: token) == .invalid)
+        #expect(state.identity(ofAccessToken: token, now: at(2)) == .invalid)
         #expect(state.requests[request.requestId]?.result == .abandoned)
         #expect(state.agents[agent.id]?.status == .offline)
     }

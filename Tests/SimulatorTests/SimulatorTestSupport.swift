@@ -1,3 +1,4 @@
+import AgentIdentity
 import AsyncHTTPClient
 import Foundation
 import NIOCore
@@ -99,32 +100,80 @@ struct TestAgent {
     let agentId: Int
     let name: String
     let clientId: String
+    /// The RSA key whose public half was registered.
+    let key: AgentKey
     let token: String
 
+    /// Registers `name` with a new RSA key (or `key`) and fetches its first access token.
     static func register(
-        _ http: SimHTTP, poolId: Int, name: String, capabilities: [String: String] = [:], version: String = "4.266.2"
+        _ http: SimHTTP, poolId: Int, name: String, capabilities: [String: String] = [:], version: String = "4.266.2",
+        key: AgentKey? = nil
     ) async throws -> TestAgent {
+        let key = try key ?? AgentKey.generate()
         var system = ["Agent.Name": name, "Agent.Version": version, "Agent.OS": "Linux"]
         system.merge(capabilities) { _, new in new }
-        let body = JSONValue.object(JSONObject([
-            ("name", .string(name)), ("version", .string(version)), ("osDescription", "Linux 6.1"),
-            ("enabled", true), ("maxParallelism", 1), ("systemCapabilities", .stringMap(system)),
-            ("authorization", .object(JSONObject([
-                ("publicKey", .object(JSONObject([("exponent", "AQAB"), ("modulus", "bW9kdWx1cw==")]))),
-            ]))),
-        ]))
-        let reply = try await http.send(.POST, "_apis/distributedtask/pools/\(poolId)/agents", body: body)
+        let reply = try await http.send(
+            .POST, "_apis/distributedtask/pools/\(poolId)/agents",
+            body: registrationBody(name: name, version: version, capabilities: system, publicKey: key.publicKey))
         try #require(reply.status == 200, "register: \(reply)")
         let agent = try reply.json
         let agentId = try #require(agent["id"]?.intValue)
         let clientId = try #require(agent["authorization"]?["clientId"]?.stringValue)
-        let token = try await Self.token(http, clientId: clientId)
-        return TestAgent(http: http, poolId: poolId, agentId: agentId, name: name, clientId: clientId, token: token)
+        let token = try await Self.token(http, clientId: clientId, key: key)
+        return TestAgent(
+            http: http, poolId: poolId, agentId: agentId, name: name, clientId: clientId, key: key, token: token)
     }
 
-    static func token(_ http: SimHTTP, clientId: String) async throws -> String {
-        let reply = try await http.send(
-            .POST, "_apis/oauth2/token", body: .object(JSONObject([("clientId", .string(clientId))])), auth: .none)
+    /// A TaskAgent body as `config.sh` posts it; `publicKey` nil leaves `authorization` out (a keyless agent).
+    static func registrationBody(
+        name: String, version: String = "4.266.2", capabilities: [String: String] = [:], publicKey: AgentPublicKey?,
+        id: Int? = nil
+    ) -> JSONValue {
+        var object = JSONObject([
+            ("name", .string(name)), ("version", .string(version)), ("osDescription", "Linux 6.1"),
+            ("enabled", true), ("maxParallelism", 1), ("systemCapabilities", .stringMap(capabilities)),
+        ])
+        if let id { object["id"] = .int(id) }
+        if let publicKey {
+            object["authorization"] = .object(JSONObject([
+                ("publicKey", .object(JSONObject([
+                    ("exponent", .string(publicKey.exponent)), ("modulus", .string(publicKey.modulus)),
+                ]))),
+            ]))
+        }
+        return .object(object)
+    }
+
+    /// The token request the listener sends: the client-credentials grant with `assertion`.
+    static func tokenRequest(_ http: SimHTTP, form: [(String, String)]) async throws -> Reply {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        let body = form.map { "\($0)=\($1.addingPercentEncoding(withAllowedCharacters: allowed) ?? $1)" }
+            .joined(separator: "&")
+        return try await http.send(
+            .POST, "_apis/oauth2/token", rawBody: Array(body.utf8), auth: .none,
+            headers: [("Content-Type", "application/x-www-form-urlencoded")])
+    }
+
+    /// The three form fields of a well-formed token request.
+    static func assertionForm(_ assertion: String) -> [(String, String)] {
+        [
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            ("client_assertion", assertion),
+        ]
+    }
+
+    /// Posts a client assertion signed by `key` for `clientId` (audience: the simulator's authorizationUrl).
+    static func tokenReply(_ http: SimHTTP, clientId: String, key: AgentKey, now: Date = Date()) async throws -> Reply {
+        let assertion = try key.clientAssertion(
+            clientId: clientId, audience: http.simulator.authorizationURL, now: now)
+        return try await tokenRequest(http, form: assertionForm(assertion))
+    }
+
+    /// A new access token for the agent, failing the test when refused.
+    static func token(_ http: SimHTTP, clientId: String, key: AgentKey) async throws -> String {
+        let reply = try await tokenReply(http, clientId: clientId, key: key)
         try #require(reply.status == 200, "token: \(reply)")
         return try #require(try reply.json["access_token"]?.stringValue)
     }

@@ -1,3 +1,4 @@
+import AgentIdentity
 import Foundation
 import Simulators
 import Testing
@@ -64,7 +65,22 @@ struct StandInConfigureTests {
             #expect(credentials["scheme"] as? String == "OAuth")
             let data = try #require(credentials["data"] as? [String: String])
             #expect(data["clientId"] == registered.clientId)
-            #expect(data["authorizationUrl"]?.hasSuffix("/_apis/oauth2/token") == true)
+            #expect(data["authorizationUrl"] == simulator.authorizationURL)
+            #expect(data["oauthEndpointUrl"] == simulator.authorizationURL)
+
+            // The RSA key: its public half is what was registered, the file is the owner's only.
+            let keyData = try Data(contentsOf: agent.root.appendingPathComponent(".credentials_rsaparams"))
+            #expect(keyData.starts(with: [0xEF, 0xBB, 0xBF]))
+            let key = try AgentKey(parameters: RSAParametersFile.decode(keyData))
+            #expect(key.publicKey.modulus == registered.publicKeyModulus)
+            #expect(key.publicKey.exponent == registered.publicKeyExponent)
+            for name in [".agent", ".credentials", ".credentials_rsaparams"] {
+                #expect(try agent.fileAttributes(name)[.posixPermissions] as? Int == 0o600, "\(name)")
+            }
+            // configure's connection test fetched a token with it.
+            #expect(await simulator.organization.snapshot().events.contains {
+                $0.kind == .tokenIssued && $0.agentId == registered.id
+            })
         }
     }
 
@@ -178,6 +194,7 @@ struct StandInConfigureTests {
             let now = try #require(snapshot.agent(named: "same"))
             #expect(now.id == original.id)
             #expect(now.clientId != original.clientId)
+            #expect(now.publicKeyModulus != original.publicKeyModulus, "--replace registers a new key")
             let data = try #require(second.credentialsFile()["data"] as? [String: String])
             #expect(data["clientId"] == now.clientId)
         }

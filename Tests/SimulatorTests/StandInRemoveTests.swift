@@ -32,6 +32,8 @@ struct StandInRemoveTests {
             #expect(await simulator.organization.snapshot().agent(named: "gone") == nil)
             #expect(!agent.isConfigured)
             #expect(!FileManager.default.fileExists(atPath: agent.root.appendingPathComponent(".credentials").path))
+            #expect(!FileManager.default.fileExists(
+                atPath: agent.root.appendingPathComponent(".credentials_rsaparams").path))
         }
     }
 

@@ -134,8 +134,15 @@ struct StandInAgent: Sendable {
     /// Whether `.agent` exists.
     var isConfigured: Bool { FileManager.default.fileExists(atPath: root.appendingPathComponent(".agent").path) }
 
+    /// The file's bytes, permissions and all; `.credentials_rsaparams` is the agent's private key.
+    func fileAttributes(_ name: String) throws -> [FileAttributeKey: Any] {
+        try FileManager.default.attributesOfItem(atPath: root.appendingPathComponent(name).path)
+    }
+
     private func jsonObject(at url: URL) throws -> [String: Any] {
-        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: url))
+        var data = try Data(contentsOf: url)
+        if data.starts(with: [0xEF, 0xBB, 0xBF]) { data = Data(data.dropFirst(3)) }  // the agent's files have a BOM
+        let object = try JSONSerialization.jsonObject(with: data)
         guard let dictionary = object as? [String: Any] else { throw StandInTestError.notAnObject(url.path) }
         return dictionary
     }

@@ -242,6 +242,67 @@ package struct Agent: Codable, Sendable, Equatable {
     package let assignedRequest: JobRequest?
     /// Only with `includeLastCompletedRequest=true`.
     package let lastCompletedRequest: JobRequest?
+    /// The agent's OAuth client, returned by `POST agents` (and `PUT`) when the body carried a public key.
+    package var authorization: AgentAuthorization? = nil
+    /// The `ServerUrl` property of the registration response (`properties.ServerUrl.$value`), when present.
+    package var serverURL: String? = nil
+
+    private enum CodingKeys: String, CodingKey {
+        case id, name, version, enabled, status, createdOn, statusChangedOn, osDescription, provisioningState
+        case systemCapabilities, userCapabilities, assignedRequest, lastCompletedRequest, authorization, properties
+    }
+
+    /// `{"ServerUrl": {"$type": "System.String", "$value": "…"}}` in a registration response.
+    private struct Properties: Codable {
+        struct Value: Codable {
+            let value: String?
+            enum CodingKeys: String, CodingKey { case value = "$value" }
+        }
+        let serverUrl: Value?
+        enum CodingKeys: String, CodingKey { case serverUrl = "ServerUrl" }
+    }
+
+    /// Decodes a TaskAgent; `properties` is read only for `ServerUrl`.
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        id = try container.decode(Int.self, forKey: .id)
+        name = try container.decode(String.self, forKey: .name)
+        version = try container.decodeIfPresent(String.self, forKey: .version)
+        enabled = try container.decodeIfPresent(Bool.self, forKey: .enabled)
+        status = try container.decodeIfPresent(AgentStatus.self, forKey: .status)
+        createdOn = try container.decodeIfPresent(Date.self, forKey: .createdOn)
+        statusChangedOn = try container.decodeIfPresent(Date.self, forKey: .statusChangedOn)
+        osDescription = try container.decodeIfPresent(String.self, forKey: .osDescription)
+        provisioningState = try container.decodeIfPresent(String.self, forKey: .provisioningState)
+        systemCapabilities = try container.decodeIfPresent([String: String].self, forKey: .systemCapabilities)
+        userCapabilities = try container.decodeIfPresent([String: String].self, forKey: .userCapabilities)
+        assignedRequest = try container.decodeIfPresent(JobRequest.self, forKey: .assignedRequest)
+        lastCompletedRequest = try container.decodeIfPresent(JobRequest.self, forKey: .lastCompletedRequest)
+        authorization = try? container.decodeIfPresent(AgentAuthorization.self, forKey: .authorization)
+        serverURL = (try? container.decodeIfPresent(Properties.self, forKey: .properties))??.serverUrl?.value
+    }
+
+    /// Encodes the fields Shoal reads (simulators and fakes answer with this).
+    package func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(name, forKey: .name)
+        try container.encodeIfPresent(version, forKey: .version)
+        try container.encodeIfPresent(enabled, forKey: .enabled)
+        try container.encodeIfPresent(status, forKey: .status)
+        try container.encodeIfPresent(createdOn, forKey: .createdOn)
+        try container.encodeIfPresent(statusChangedOn, forKey: .statusChangedOn)
+        try container.encodeIfPresent(osDescription, forKey: .osDescription)
+        try container.encodeIfPresent(provisioningState, forKey: .provisioningState)
+        try container.encodeIfPresent(systemCapabilities, forKey: .systemCapabilities)
+        try container.encodeIfPresent(userCapabilities, forKey: .userCapabilities)
+        try container.encodeIfPresent(assignedRequest, forKey: .assignedRequest)
+        try container.encodeIfPresent(lastCompletedRequest, forKey: .lastCompletedRequest)
+        try container.encodeIfPresent(authorization, forKey: .authorization)
+        if let serverURL {
+            try container.encode(Properties(serverUrl: .init(value: serverURL)), forKey: .properties)
+        }
+    }
 
     /// Builds an agent value (tests, simulators).
     package init(
@@ -289,6 +350,10 @@ package struct NewAgent: Encodable, Sendable, Equatable {
     package var maxParallelism: Int
     /// Capabilities matched against job demands.
     package var systemCapabilities: [String: String]
+    /// `Provisioned`, as `config.sh` sends it.
+    package var provisioningState: String? = nil
+    /// The agent's public key; the service answers with the agent's OAuth client (``Agent/authorization``).
+    package var authorization: NewAgentAuthorization? = nil
 
     /// Builds a registration body.
     package init(name: String, version: String, osDescription: String? = nil, enabled: Bool = true, maxParallelism: Int = 1, systemCapabilities: [String: String]) {
@@ -298,6 +363,43 @@ package struct NewAgent: Encodable, Sendable, Equatable {
         self.enabled = enabled
         self.maxParallelism = maxParallelism
         self.systemCapabilities = systemCapabilities
+    }
+}
+
+/// `authorization` of a registration body: `{"publicKey": {"exponent": "AQAB", "modulus": "…"}}` (base64).
+package struct NewAgentAuthorization: Codable, Sendable, Equatable {
+    /// The RSA public key the agent signs its client assertions with.
+    package var publicKey: PublicKey
+
+    /// An RSA public key as the TaskAgent body carries it: big-endian unsigned integers, standard base64.
+    package struct PublicKey: Codable, Sendable, Equatable {
+        /// The public exponent (`AQAB` for 65537).
+        package var exponent: String
+        /// The modulus.
+        package var modulus: String
+
+        /// Builds a key.
+        package init(exponent: String, modulus: String) {
+            self.exponent = exponent
+            self.modulus = modulus
+        }
+    }
+
+    /// Builds the block.
+    package init(exponent: String, modulus: String) { publicKey = PublicKey(exponent: exponent, modulus: modulus) }
+}
+
+/// `authorization` of a registered agent: the OAuth client the listener authenticates as.
+package struct AgentAuthorization: Codable, Sendable, Equatable {
+    /// The client id (a GUID), the `sub` and `iss` of the agent's client assertions.
+    package var clientId: String?
+    /// The token endpoint, the `aud` of the agent's client assertions.
+    package var authorizationUrl: String?
+
+    /// Builds the block.
+    package init(clientId: String?, authorizationUrl: String?) {
+        self.clientId = clientId
+        self.authorizationUrl = authorizationUrl
     }
 }
 

@@ -105,13 +105,13 @@ package struct TerminationMessage: Codable, Sendable, Equatable {
 
     /// Seconds spent per phase; `nil` for phases that did not happen.
     package struct Durations: Codable, Sendable, Equatable {
-        /// From start until `config.sh` registered the agent.
+        /// From start until the agent was registered (`config.sh`), or its controller-made identity was in place.
         package var registration: Double?
         /// From the listener's start until a job started (or until exit when none did).
         package var idle: Double?
         /// From "Running job" until "completed with result".
         package var job: Double?
-        /// Time spent in `config.sh remove` (all attempts).
+        /// Time spent deleting the registration over REST (all attempts).
         package var unregistration: Double?
         /// From start to exit.
         package var total: Double
@@ -171,7 +171,7 @@ package enum EntrypointEnvironment {
     package static let url = "AZP_URL"
     /// Personal access token (this or `AZP_TOKEN_FILE` is required). Removed from the environment at start.
     package static let token = "AZP_TOKEN"
-    /// File holding the PAT; re-read for every `config.sh` call so a rotated Secret is picked up.
+    /// File holding the PAT; re-read for every use (`config.sh`, the REST delete) so a rotated Secret is picked up.
     package static let tokenFile = "AZP_TOKEN_FILE"
     /// Agent pool name (default `Default`).
     package static let pool = "AZP_POOL"
@@ -207,6 +207,12 @@ package enum EntrypointEnvironment {
     package static let logLevel = "LOG_LEVEL"
     /// Non-empty allows running as root; passed through to the agent (its scripts refuse root otherwise).
     package static let allowRunAsRoot = "AGENT_ALLOW_RUNASROOT"
+    /// Who registers the agent: `entrypoint` (default: `config.sh` with the PAT) or `controller` (the pool
+    /// controller registered it and mounted its identity files; the pod holds no credential).
+    package static let registration = "AZP_REGISTRATION"
+    /// With `AZP_REGISTRATION=controller`: the directory holding `.agent`, `.credentials` and
+    /// `.credentials_rsaparams` (default `/azp/registration`, a Secret volume).
+    package static let registrationDirectory = "AZP_REGISTRATION_DIR"
 
     /// Variables that may hold or point to the secret; none of them reaches the listener or a job.
     package static let secretVariables = [token, tokenFile, "VSTS_AGENT_INPUT_TOKEN", "VSTS_AGENT_INPUT_PASSWORD"]
@@ -222,4 +228,20 @@ package enum AgentPodLabels {
     package static let pool = "shoal.dev/pool"
     /// The agent name, equal to the pod name and `AZP_AGENT_NAME`.
     package static let agentName = "shoal.dev/agent-name"
+    /// `controller` on pods whose agent the controller registered (``RegistrationMode/controller``).
+    package static let registration = "shoal.dev/registration"
+    /// The label a Secret needs before an AgentPool may name it as `tokenSecretRef` (value `"true"`).
+    package static let tokenSecret = "shoal.dev/token"
+}
+
+/// Who registers a pod's agent with Azure DevOps: the contract value of `AZP_REGISTRATION` and `spec.registration`.
+package enum RegistrationMode: String, Sendable, Codable, CaseIterable {
+    /// The entrypoint runs `config.sh` with the PAT before the job and deletes the registration over REST after it.
+    case entrypoint
+    /// The controller registers the agent with a key pair it makes, and mounts the agent's identity files into
+    /// the pod; the pod holds no PAT and never unregisters (the controller deletes the registration).
+    case controller
+
+    /// The default registration directory in controller mode.
+    package static let defaultRegistrationDirectory = "/azp/registration"
 }

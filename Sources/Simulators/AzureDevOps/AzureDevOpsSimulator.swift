@@ -18,6 +18,8 @@ package struct AzureDevOpsSimulator: Sendable {
     package let port: Int
     /// The control API.
     package let organization: SimulatedOrganization
+    /// The `authorizationUrl` registrations return: where agents post client assertions, and their audience.
+    package var authorizationURL: String { WireFormat.authorizationURL(organizationURL: organizationURL) }
     private let group: ServiceGroup
     private let task: Task<Void, any Error>
 

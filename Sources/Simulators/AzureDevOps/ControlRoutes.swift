@@ -18,7 +18,7 @@ import Shared
 /// - `POST /_sim/refresh-next-session` `{"targetVersion"}` → 204.
 /// - `PATCH /_sim/knobs` `{"sessionTimeoutSeconds","messageLongPollTimeoutSeconds","lockDurationSeconds",
 ///   "cancelTimeoutSeconds","disabledAgentsMatch","deleteBusyAgentStatus","minimumAgentVersion",
-///   "defaultCompletedRequestCount","honoursFedAuthRedirectSuppress"}` → the knobs.
+///   "defaultCompletedRequestCount","honoursFedAuthRedirectSuppress","accessTokenLifetimeSeconds"}` → the knobs.
 /// - `POST /_sim/advance-time` `{"seconds"}` → 204.
 struct ControlRoutes: Sendable {
     /// The organization controlled.
@@ -166,6 +166,7 @@ struct ControlRoutes: Sendable {
         if let value = body["minimumAgentVersion"]?.stringValue { knobs.minimumAgentVersion = value }
         if let value = body["defaultCompletedRequestCount"]?.intValue { knobs.defaultCompletedRequestCount = value }
         if let value = body["honoursFedAuthRedirectSuppress"]?.boolValue { knobs.honoursFedAuthRedirectSuppress = value }
+        if let value = body["accessTokenLifetimeSeconds"]?.doubleValue { knobs.accessTokenLifetime = .interval(value) }
     }
 
     /// The knobs as control JSON (durations in seconds).
@@ -180,6 +181,7 @@ struct ControlRoutes: Sendable {
             ("minimumAgentVersion", .string(knobs.minimumAgentVersion)),
             ("defaultCompletedRequestCount", .int(knobs.defaultCompletedRequestCount)),
             ("honoursFedAuthRedirectSuppress", .bool(knobs.honoursFedAuthRedirectSuppress)),
+            ("accessTokenLifetimeSeconds", .double(knobs.accessTokenLifetime.timeInterval)),
         ]))
     }
 

@@ -30,7 +30,7 @@ enum OrgRoute: Equatable {
     case message(pool: Int, message: Int)
     /// `distributedtask/packages/{type}[/{platform}[/{version}]]`.
     case packages(type: String, platform: String?, version: String?)
-    /// `oauth2/token`: client id → agent bearer token.
+    /// `oauth2/token`: signed client assertion → agent bearer token.
     case oauthToken
     /// A path under the organization's `_apis` that is not served (the template is the raw path).
     case unknown(String)

@@ -1,3 +1,4 @@
+import AgentIdentity
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -186,9 +187,13 @@ struct OrganizationRoutes: Sendable {
         if lowered.hasPrefix("bearer ") {
             let token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
             guard agentAllowed else { return .rejected(await badCredentials(request, method: method)) }
-            switch await organization.inspect({ $0.identity(ofAccessToken: token) }) {
+            switch await organization.inspectNow({ state, now in state.identity(ofAccessToken: token, now: now) }) {
             case .agent(let id): return .accepted(.agent(id))
             case .deletedAgent(let id): return .accepted(.deletedAgent(id))
+            case .expired:
+                var headers = HTTPFields()
+                headers[.wwwAuthenticate] = "Bearer error=\"invalid_token\", error_description=\"The access token expired\""
+                return .rejected(HTTPReply.failure(.unauthorized, headers: headers))
             case .invalid: return .rejected(HTTPReply.failure(.unauthorized))
             }
         }
@@ -570,26 +575,70 @@ struct OrganizationRoutes: Sendable {
         }
     }
 
-    /// `POST oauth2/token`: exchanges an agent's client id for a bearer token (no other auth).
+    /// `POST oauth2/token`: the OAuth client-credentials grant with a JWT client assertion (no other auth).
+    ///
+    /// The body is a form: `grant_type=client_credentials`, `client_assertion_type=urn:ietf:params:oauth:
+    /// client-assertion-type:jwt-bearer`, `client_assertion=<JWT>`. The assertion's audience must be the
+    /// `authorizationUrl` registrations return. Refusals are `{"error","errordescription"}` with 400 or 401.
     private func issueToken(_ request: Request) async throws(SimulatorFailure) -> Response {
         let bytes = try await HTTPReply.body(of: request)
-        var clientId: String?
-        if let json = try? JSONValue.parse(bytes), let object = json.objectValue {
-            clientId = object.value(forKeyIgnoringCase: "clientId")?.stringValue
-                ?? object.value(forKeyIgnoringCase: "client_id")?.stringValue
-        } else {
-            let form = QueryParameters(String(decoding: bytes, as: UTF8.self))
-            clientId = form["client_id"] ?? form["clientId"]
+        let outcome: Result<IssuedAccessToken, TokenRefusal>
+        switch Self.tokenRequestAssertion(contentType: request.headers[.contentType], body: bytes) {
+        case .failure(let refusal):
+            await organization.perform { state, now in state.noteTokenRefused(refusal, now: now) }
+            outcome = .failure(refusal)
+        case .success(let assertion):
+            let audience = WireFormat.authorizationURL(organizationURL: await organization.organizationURL)
+            outcome = await organization.perform { state, now in
+                state.issueAccessToken(assertion: assertion, audience: audience, now: now)
+            }
         }
-        guard let clientId,
-            let token = await organization.perform({ state, now in state.issueAccessToken(clientId: clientId, now: now) })
-        else {
-            throw .unauthorized
+        switch outcome {
+        case .success(let issued):
+            return HTTPReply.json(.object(JSONObject([
+                ("access_token", .string(issued.token)),
+                ("token_type", "Bearer"),
+                ("expires_in", .int(issued.expiresIn)),
+                ("scope", "vso.agentpools_listen"),
+            ])))
+        case .failure(let refusal):
+            logger.info("token request refused", metadata: ["error": "\(refusal.error)", "reason": "\(refusal.errorDescription)"])
+            return HTTPReply.json(
+                .object(JSONObject([
+                    ("error", .string(refusal.error)),
+                    ("errordescription", .string(refusal.errorDescription)),
+                ])),
+                status: refusal.status)
         }
-        return HTTPReply.json(.object(JSONObject([
-            ("access_token", .string(token)),
-            ("token_type", "Bearer"),
-            ("expires_in", 3600),
-        ])))
+    }
+
+    /// The client assertion of a well-formed token request, or why the request is refused before any
+    /// assertion is looked at.
+    static func tokenRequestAssertion(contentType: String?, body: [UInt8]) -> Result<String, TokenRefusal> {
+        let mediaType = (contentType ?? "").split(separator: ";").first.map {
+            $0.trimmingCharacters(in: .whitespaces).lowercased()
+        }
+        guard mediaType == OAuthTokenRequest.formContentType else {
+            return .failure(.invalidRequest(
+                "The token request must be \(OAuthTokenRequest.formContentType), not '\(contentType ?? "")'."))
+        }
+        let form = QueryParameters(String(decoding: body, as: UTF8.self))
+        guard let grantType = form["grant_type"], !grantType.isEmpty else {
+            return .failure(.invalidRequest("grant_type is required."))
+        }
+        guard grantType == OAuthTokenRequest.clientCredentialsGrant else {
+            return .failure(.unsupportedGrantType(grantType))
+        }
+        guard let assertionType = form["client_assertion_type"], !assertionType.isEmpty else {
+            return .failure(.invalidRequest("client_assertion_type is required."))
+        }
+        guard assertionType == OAuthTokenRequest.jwtBearerType else {
+            return .failure(.invalidRequest(
+                "client_assertion_type '\(assertionType)' is not supported; use \(OAuthTokenRequest.jwtBearerType)."))
+        }
+        guard let assertion = form["client_assertion"], !assertion.isEmpty else {
+            return .failure(.invalidRequest("client_assertion is required."))
+        }
+        return .success(assertion)
     }
 }

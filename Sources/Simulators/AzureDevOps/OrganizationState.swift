@@ -1,3 +1,4 @@
+import AgentIdentity
 import Foundation
 import Shared
 
@@ -25,8 +26,8 @@ package struct OrganizationState: Sendable {
     package private(set) var events: [SimulatorEvent] = []
     /// Accepted personal access tokens.
     package private(set) var personalAccessTokens: Set<String>
-    /// Agent bearer tokens: token → (agent id, client id it was issued for).
-    private var accessTokens: [String: (agentId: Int, clientId: String)] = [:]
+    /// Agent bearer tokens: token → (agent id, client id it was issued for, expiry).
+    private var accessTokens: [String: (agentId: Int, clientId: String, expiresOn: Date)] = [:]
     /// Target version of a one-shot `AgentRefresh` for the next session opened.
     private var pendingRefreshVersion: String?
     private var nextPoolId = 1
@@ -70,14 +71,69 @@ package struct OrganizationState: Sendable {
         log(.patRevoked, "personal access token revoked", at: now)
     }
 
-    /// Exchanges an agent's OAuth client id for a bearer token; nil for an unknown client id.
-    package mutating func issueAccessToken(clientId: String, now: Date) -> String? {
-        guard let agent = agents.values.first(where: { $0.isRegistered && $0.clientId == clientId }) else { return nil }
+    /// Exchanges an agent's signed client assertion for a bearer token, as the token service does.
+    ///
+    /// The assertion's `sub` names the OAuth client; the registered (not deleted) agent with that client id must
+    /// have registered a public key, and the assertion must verify with it for `audience` (the `authorizationUrl`
+    /// handed out at registration). Refusals are logged as `tokenRefused`.
+    package mutating func issueAccessToken(
+        assertion: String, audience: String, now: Date
+    ) -> Result<IssuedAccessToken, TokenRefusal> {
+        let result = grantAccessToken(assertion: assertion, audience: audience, now: now)
+        switch result {
+        case .success(let issued):
+            let agent = agents[issued.agentId]
+            log(.tokenIssued, "access token issued to agent \(agent?.name ?? "?")", at: now,
+                poolId: agent?.poolId, agentId: issued.agentId)
+        case .failure(let refusal):
+            let clientId = ClientAssertion.unverifiedClientId(assertion)
+            let agent = clientId.flatMap { id in agents.values.first { $0.clientId == id } }
+            noteTokenRefused(refusal, now: now, agentId: agent?.id, poolId: agent?.poolId)
+        }
+        return result
+    }
+
+    private mutating func grantAccessToken(
+        assertion: String, audience: String, now: Date
+    ) -> Result<IssuedAccessToken, TokenRefusal> {
+        guard let clientId = ClientAssertion.unverifiedClientId(assertion) else {
+            return .failure(.invalidClient("The client assertion is not a JWT with a sub claim."))
+        }
+        let candidates = agents.values.filter { $0.clientId == clientId }
+        guard let agent = candidates.first(where: \.isRegistered) else {
+            let reason = candidates.isEmpty
+                ? "No OAuth client \(clientId) is registered."
+                : "The OAuth client \(clientId) was deleted with its agent."
+            return .failure(.invalidClient(reason))
+        }
+        guard !agent.publicKeyModulus.isEmpty else {
+            return .failure(.invalidClient("The agent \(agent.name) registered no public key, so it cannot get a token."))
+        }
+        let publicKey = AgentPublicKey(exponent: agent.publicKeyExponent, modulus: agent.publicKeyModulus)
+        do {
+            _ = try ClientAssertion.verify(assertion, publicKey: publicKey, audience: audience, now: now)
+        } catch {
+            switch error.kind {
+            case .expired, .notYetValid:
+                return .failure(.invalidGrant(
+                    "\(error.description). Current server time is \(WireTimestamp.format(now))."))
+            default:
+                return .failure(.invalidClient(error.description))
+            }
+        }
+        let lifetime = knobs.accessTokenLifetime.timeInterval
         let token = UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
             + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
-        accessTokens[token] = (agent.id, clientId)
-        log(.tokenIssued, "access token issued to agent \(agent.name)", at: now, poolId: agent.poolId, agentId: agent.id)
-        return token
+        let expiresOn = now.addingTimeInterval(lifetime)
+        accessTokens[token] = (agent.id, clientId, expiresOn)
+        return .success(IssuedAccessToken(
+            token: token, agentId: agent.id, expiresOn: expiresOn, expiresIn: Int(lifetime.rounded(.down))))
+    }
+
+    /// Records a refused token request (also the ones refused before any assertion was read).
+    package mutating func noteTokenRefused(_ refusal: TokenRefusal, now: Date, agentId: Int? = nil, poolId: Int? = nil) {
+        log(.tokenRefused, "token request refused: \(refusal.error): \(refusal.errorDescription)", at: now,
+            poolId: poolId, agentId: agentId)
     }
 
     /// What a bearer token stands for.
@@ -86,15 +142,18 @@ package struct OrganizationState: Sendable {
         case agent(Int)
         /// An agent that has since been deleted.
         case deletedAgent(Int)
+        /// A token of this agent whose lifetime (`accessTokenLifetime`) is over: the listener must fetch a new one.
+        case expired(Int)
         /// Unknown, or issued for a replaced registration.
         case invalid
     }
 
-    /// Resolves a bearer token.
-    package func identity(ofAccessToken token: String) -> TokenIdentity {
+    /// Resolves a bearer token at `now`.
+    package func identity(ofAccessToken token: String, now: Date) -> TokenIdentity {
         guard let grant = accessTokens[token], let agent = agents[grant.agentId] else { return .invalid }
         if !agent.isRegistered { return .deletedAgent(agent.id) }
-        return agent.clientId == grant.clientId ? .agent(agent.id) : .invalid
+        guard agent.clientId == grant.clientId else { return .invalid }
+        return now < grant.expiresOn ? .agent(agent.id) : .expired(agent.id)
     }
 
     // MARK: Pools

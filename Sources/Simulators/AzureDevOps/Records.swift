@@ -45,7 +45,7 @@ package struct SimulatedAgent: Sendable, Equatable {
     package var clientId: String
     /// RSA public key exponent from registration.
     package var publicKeyExponent: String
-    /// RSA public key modulus from registration.
+    /// RSA public key modulus from registration; empty for an agent registered without a key (no token ever).
     package var publicKeyModulus: String
     /// The request the agent holds (assigned or running), if any.
     package var assignedRequestId: Int?
@@ -239,8 +239,8 @@ package struct SimulatorEvent: Sendable, Equatable, CustomStringConvertible {
         /// Job request lifecycle and message traffic.
         case jobQueued, jobQueueFailed, jobAssigned, jobRequeued, jobReceived, jobLockRenewed, jobFinished
         case jobCancelRequested, messageDelivered, messageAcknowledged
-        /// Credentials, packages and control actions.
-        case tokenIssued, patAdded, patRevoked, packagePublished, refreshRequested, knobsChanged
+        /// Credentials (a token issued or refused), packages and control actions.
+        case tokenIssued, tokenRefused, patAdded, patRevoked, packagePublished, refreshRequested, knobsChanged
     }
 
     /// When it happened (simulator clock).

@@ -296,6 +296,11 @@ package actor SimulatedOrganization {
         try body(state)
     }
 
+    /// Reads state for a route at the simulator's current time (token expiry).
+    func inspectNow<T: Sendable>(_ body: @Sendable (OrganizationState, Date) -> T) -> T {
+        body(state, now())
+    }
+
     /// Long-polls the session's queue: returns the next message, or nil after `messageLongPollTimeout`.
     ///
     /// Heartbeat bookkeeping does not wake other waiters; only delivering a job message (which starts the job)

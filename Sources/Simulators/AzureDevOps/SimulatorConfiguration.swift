@@ -28,6 +28,9 @@ package struct SimulatorKnobs: Sendable, Equatable {
     package var honoursFedAuthRedirectSuppress: Bool = true
     /// How often the background sweeper looks for expired sessions, locks and cancellations.
     package var sweepInterval: Duration = .milliseconds(200)
+    /// How long an agent access token from `oauth2/token` is accepted (`expires_in`); the real lifetime is not
+    /// documented. An expired token gets 401 on agent routes and the listener must fetch a new one.
+    package var accessTokenLifetime: Duration = .seconds(3600)
 
     /// The defaults described on each knob.
     package init() {}

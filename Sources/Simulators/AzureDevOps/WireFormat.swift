@@ -11,6 +11,12 @@ struct WireFormat {
     /// The state the records come from (to resolve agent references).
     let state: OrganizationState
 
+    /// The `authorizationUrl` handed out at registration, which is also the audience the token endpoint
+    /// requires in client assertions: `{organizationURL}/_apis/oauth2/token`.
+    static func authorizationURL(organizationURL: String) -> String {
+        "\(organizationURL)/_apis/oauth2/token"
+    }
+
     /// A `{count, value}` collection envelope.
     static func envelope(_ values: [JSONValue]) -> JSONValue {
         .object(JSONObject([("count", .int(values.count)), ("value", .array(values))]))
@@ -94,7 +100,7 @@ struct WireFormat {
             ("createdOn", .string(WireTimestamp.format(agent.createdOn))),
             ("statusChangedOn", .string(WireTimestamp.format(agent.statusChangedOn))),
             ("authorization", .object(JSONObject([
-                ("authorizationUrl", .string("\(organizationURL)/_apis/oauth2/token")),
+                ("authorizationUrl", .string(Self.authorizationURL(organizationURL: organizationURL))),
                 ("clientId", .string(agent.clientId)),
                 ("publicKey", .object(JSONObject([
                     ("exponent", .string(agent.publicKeyExponent)),

@@ -408,12 +408,59 @@ package actor LocalNode {
                 throw LocalNodeError(pod: podName, detail: "variable \(variable.name): only value, secretKeyRef and fieldRef are supported")
             }
         }
+        try await mountSecretVolumes(pod, container: container, directory: directory, environment: &environment)
         environment["SHOAL_TERMINATION_MESSAGE_PATH"] = terminationFile
         if environment["AZP_TERMINATION_LOG"] == nil { environment["AZP_TERMINATION_LOG"] = terminationFile }
 
         return Launch(
             arguments: entrypoint + (container.args ?? []), environment: environment, workingDirectory: workingDirectory,
             logFile: logFile(namespace: namespace, name: name, uid: uid), terminationMessageFile: terminationFile)
+    }
+
+    /// Materializes the container's Secret volumes in the pod directory, as the kubelet does on its tmpfs.
+    ///
+    /// Processes here have no mount namespace, so a volume cannot appear at its `mountPath`: its files go to
+    /// `<pod dir>/volumes/<volume>/` and every environment variable whose value is the mount path (or below it) is
+    /// rewritten to that directory. A Secret that does not exist yet keeps the pod waiting, as a failed mount does.
+    private nonisolated func mountSecretVolumes(
+        _ pod: Pod, container: Container, directory: String, environment: inout [String: String]
+    ) async throws(LocalNodeError) {
+        let namespace = pod.metadata.namespace ?? ""
+        let podName = "\(namespace)/\(pod.metadata.name ?? "")"
+        let volumes = pod.spec?.volumes ?? []
+        for mount in container.volumeMounts ?? [] {
+            guard let volumeName = mount["name"]?.stringValue, let mountPath = mount["mountPath"]?.stringValue,
+                let volume = volumes.first(where: { $0["name"]?.stringValue == volumeName }), let source = volume["secret"],
+                let secretName = source["secretName"]?.stringValue
+            else { continue }
+            let secret: Secret
+            do {
+                secret = try await api.secret(named: secretName, namespace: namespace)
+            } catch {
+                throw LocalNodeError(pod: podName, detail: "MountVolume.SetUp failed for volume \"\(volumeName)\": secret \"\(secretName)\": \(error)")
+            }
+            let target = directory + "/volumes/" + volumeName
+            let mode = source["defaultMode"]?.intValue.map { mode_t($0) } ?? 0o644
+            do {
+                try? FileManager.default.removeItem(atPath: target)
+                try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+                for key in (secret.data ?? [:]).keys.sorted() {
+                    let file = target + "/" + key
+                    guard let value = secret.value(forKey: key), FileManager.default.createFile(atPath: file, contents: value) else {
+                        throw LocalNodeError(pod: podName, detail: "cannot write \(file)")
+                    }
+                    chmod(file, mode)
+                }
+            } catch let error as LocalNodeError {
+                throw error
+            } catch {
+                throw LocalNodeError(pod: podName, detail: "cannot prepare volume \(volumeName): \(error)")
+            }
+            let prefix = mountPath.hasSuffix("/") ? String(mountPath.dropLast()) : mountPath
+            for (name, value) in environment where value == prefix || value.hasPrefix(prefix + "/") {
+                environment[name] = target + value.dropFirst(prefix.count)
+            }
+        }
     }
 
     /// The downward-API value of `path` for this node's pod, or nil if unsupported.

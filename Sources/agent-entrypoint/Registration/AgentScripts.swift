@@ -55,6 +55,9 @@ enum RefusalReason: String, Sendable, Equatable {
 
 /// Runs the agent's `config.sh` (configure and remove) with the token in `VSTS_AGENT_INPUT_TOKEN`.
 ///
+/// Only before the listener starts: once a job may have run, the agent directory is the job's (its user owns
+/// it) and `config.sh` could be anything, so unregistration goes through ``Unregistrar`` instead.
+///
 /// The token never appears on a command line (argv is world-readable in `/proc`); it is handed over in the
 /// environment the agent itself reads and scrubs. `--auth pat` is always passed, because the agent's default
 /// for http URLs and dotless hosts is not PAT.
@@ -79,18 +82,11 @@ struct AgentScripts: Sendable {
         ])
     }
 
-    /// Unregisters the agent and deletes its local configuration; `config.sh` is killed after `timeLimit`, so an
-    /// unreachable service cannot hold the entrypoint past its pod's grace period.
+    /// Unregisters the agent and deletes its local configuration (a stale or half-finished one, before any job);
+    /// `config.sh` is killed after `timeLimit`, so an unreachable service cannot hold the entrypoint past its
+    /// pod's grace period.
     func remove(timeLimit: Duration) async -> ScriptOutcome {
         await run(["remove", "--unattended", "--auth", "pat"], timeLimit: timeLimit)
-    }
-
-    /// The agent id `config.sh` wrote to `.agent`, if readable.
-    func registeredAgentId() -> Int? {
-        struct AgentFile: Decodable { let agentId: Int? }
-        guard var data = FileManager.default.contents(atPath: settings.agentDirectory + "/.agent") else { return nil }
-        if data.starts(with: [0xEF, 0xBB, 0xBF]) { data = data.dropFirst(3) }  // .NET writes a UTF-8 BOM
-        return (try? JSONDecoder().decode(AgentFile.self, from: data))?.agentId
     }
 
     /// Whether `.agent` exists (the directory is configured).
@@ -156,6 +152,7 @@ struct AgentScripts: Sendable {
         switch settings.token {
         case .value(let token): return token
         case .file(let path): return try await TokenFileSource(path: path).currentToken()
+        case nil: throw CredentialError.empty(source: "\(EntrypointEnvironment.registration)=controller")
         }
     }
 

@@ -3,29 +3,27 @@ import Shared
 
 /// How registration ended.
 enum RegistrationResult: Sendable, Equatable {
-    /// Registered; the id from `.agent` when readable.
-    case registered(agentId: Int?)
+    /// Registered, and its pool and agent id learned from the service.
+    case registered(RegisteredAgent)
     /// The service refused; exit 3.
     case refused(RefusalReason, detail: String)
-    /// Transient failures until the deadline; exit 4.
+    /// Transient failures until the deadline, and `config.sh` never succeeded; exit 4.
     case gaveUp(detail: String)
-    /// Cancelled by a signal before it finished.
+    /// `config.sh` registered the agent, but its id could not be learned from the service in time; exit 4, and the
+    /// registration is looked up by name to delete it.
+    case unidentified(detail: String)
+    /// Cancelled by a signal before `config.sh` succeeded.
     case cancelled
 }
 
-/// How unregistration ended.
-enum UnregistrationResult: Sendable, Equatable {
-    /// The agent is gone from the service (deleted now or already absent) and the local config removed.
-    case removed
-    /// Still registered after the deadline (busy, refused or unreachable).
-    case failed(detail: String)
-}
-
-/// Registration and unregistration with retries: backoff for transient failures, a deadline, and an immediate
-/// stop on refusals that retrying cannot fix.
+/// Registration with retries: backoff for transient failures, a deadline, and an immediate stop on refusals
+/// that retrying cannot fix. Then the agent's pool and id are learned over REST and kept in memory, before any
+/// job can touch the agent directory.
 struct Registrar: Sendable {
-    /// The scripts.
+    /// The scripts (`config.sh` runs with the token only here, before the listener starts).
     let scripts: AgentScripts
+    /// The service, for the agent's id.
+    let registry: any AgentRegistry
     /// Time source for backoff and deadlines.
     let clock: any ShoalClock
     /// Logger.
@@ -34,10 +32,13 @@ struct Registrar: Sendable {
     var initialBackoff: Duration = .seconds(1)
     /// Largest backoff delay.
     var maximumBackoff: Duration = .seconds(30)
-    /// Delay between `remove` attempts while the service reports a running job (Microsoft's start.sh: 30 s).
-    var busyRetryInterval: Duration = .seconds(2)
+    /// The longest one `config.sh remove` (clearing a stale or half-finished configuration) may take.
+    var removeTimeLimit: Duration = .seconds(10)
+    /// The longest one lookup of the agent's id may take.
+    var lookupTimeLimit: Duration = .seconds(30)
 
-    /// Runs `config.sh` until it succeeds, is refused, or `timeout` passes. A stale `.agent` is removed first.
+    /// Runs `config.sh` until it succeeds, is refused, or `timeout` passes, then learns the agent's id. A stale
+    /// `.agent` is removed first (no job has run yet, so the agent directory is still the image's).
     func register(timeout: Duration) async -> RegistrationResult {
         if scripts.isConfigured {
             logger.warning("agent directory is already configured; removing the stale registration first")
@@ -50,7 +51,7 @@ struct Registrar: Sendable {
             if Task.isCancelled { return .cancelled }
             switch await scripts.configure() {
             case .succeeded:
-                return .registered(agentId: scripts.registeredAgentId())
+                return await identify(deadline: deadline)
             case .refused(let reason, let detail):
                 return .refused(reason, detail: detail)
             case .busy(let detail), .transient(let detail):
@@ -71,44 +72,34 @@ struct Registrar: Sendable {
         }
     }
 
-    /// The longest one `config.sh remove` may take outside `unregister(timeout:)`: at most 10 s, and never more
-    /// than the whole unregistration budget, so stopping an idle agent stays within the pod's grace period.
-    var removeTimeLimit: Duration = .seconds(10)
-
-    /// One `remove` attempt (used before stopping an idle listener: a refusal means a job was just assigned).
-    func removeOnce() async -> ScriptOutcome {
-        await scripts.remove(timeLimit: removeTimeLimit)
-    }
-
-    /// Runs `config.sh remove` until the agent is gone or `timeout` passes; retried while it holds a job.
-    func unregister(timeout: Duration) async -> UnregistrationResult {
-        let deadline = clock.monotonicNow() + timeout
+    /// Asks the service for the pool's and the agent's id, retrying until `deadline`.
+    private func identify(deadline: Duration) async -> RegistrationResult {
+        let pool = scripts.settings.pool
+        let name = scripts.settings.agentName
         var delay = initialBackoff
-        var attempt = 1
         while true {
-            let outcome = await scripts.remove(timeLimit: max(deadline - clock.monotonicNow(), .seconds(1)))
-            let detail: String
-            let wait: Duration
-            switch outcome {
-            case .succeeded:
-                return .removed
-            case .busy(let text):
-                detail = text
-                wait = busyRetryInterval
-            case .refused(_, let text):
-                return .failed(detail: text)
-            case .transient(let text):
-                detail = text
-                wait = delay
-                delay = min(delay * 2, maximumBackoff)
+            if Task.isCancelled { return .unidentified(detail: "stopped before the agent's id was known") }
+            let limit = max(min(deadline - clock.monotonicNow(), lookupTimeLimit), .seconds(1))
+            let outcome = await withTimeLimit(limit, clock: clock) { [registry] () throws(RegistryFailure) in
+                try await registry.identify(pool: pool, agentName: name)
             }
-            guard clock.monotonicNow() + wait < deadline else { return .failed(detail: detail) }
+            let detail: String
+            switch outcome {
+            case .success(let agent):
+                return .registered(agent)
+            case .failure(.unauthorized(let text)), .failure(.refused(let text)):
+                return .unidentified(detail: text)
+            case .failure(.busy(let text)), .failure(.notFound(let text)), .failure(.transient(let text)):
+                detail = text
+            }
+            guard clock.monotonicNow() + delay < deadline else { return .unidentified(detail: detail) }
             logger.warning(
-                "unregistration failed; retrying",
-                metadata: ["attempt": "\(attempt)", "retry_in_seconds": "\(wait.seconds)", "error": "\(detail)"])
-            // Callers run this outside any cancelled task; a cancelled sleep ends the attempts rather than spin.
-            do { try await clock.sleep(for: wait) } catch { return .failed(detail: detail) }
-            attempt += 1
+                "registered, but the agent's id could not be read; retrying",
+                metadata: ["retry_in_seconds": "\(delay.seconds)", "error": "\(detail)"])
+            do { try await clock.sleep(for: delay) } catch {
+                return .unidentified(detail: "stopped before the agent's id was known")
+            }
+            delay = min(delay * 2, maximumBackoff)
         }
     }
 }

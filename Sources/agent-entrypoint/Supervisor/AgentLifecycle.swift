@@ -23,6 +23,8 @@ struct LifecycleResult: Sendable {
     var message: String?
     /// The agent id, once registered.
     var agentId: Int?
+    /// The agent's name when it differs from the settings' (controller mode: from the mounted `.agent`).
+    var agentName: String?
     /// The job's display name, if one started.
     var jobName: String?
     /// The job's result, if it finished.
@@ -52,16 +54,39 @@ private enum LifecycleEvent: Sendable {
     case drainTimeout
 }
 
+/// Who registered the agent, and therefore who removes the registration.
+enum RegistrationRole: Sendable {
+    /// `config.sh` registers with the PAT before the listener starts; after the listener's last instance the
+    /// entrypoint deletes the registration over REST (never through the agent's scripts, which a job can rewrite).
+    case entrypoint(Registrar, Unregistrar)
+    /// The pool controller registered the agent and mounted its identity (already installed in the agent
+    /// directory); the pod holds no token and never unregisters.
+    case controller(ControllerIdentity)
+}
+
+/// What the entrypoint deletes after the listener's last instance.
+private enum UnregistrationTarget: Sendable {
+    /// The agent whose ids were learned right after registration (kept in memory).
+    case agent(RegisteredAgent)
+    /// `config.sh` registered something whose id is unknown (no job ran): look it up by name over REST.
+    case byName
+    /// Nothing was registered.
+    case nothing
+    /// The controller owns the registration.
+    case controller
+}
+
 /// One registration, exactly one job, always unregistered: the entrypoint's state machine.
 ///
 /// All decisions happen in one loop over one event stream (signals, listener lines, exits, timers), so there is
 /// no shared mutable state between tasks. The listener runs as `bin/Agent.Listener run --once` in its own
-/// process group; signals go to that group.
+/// process group; signals go to that group. After its last instance, every process the job left behind is
+/// killed before the token is used again.
 struct AgentLifecycle: Sendable {
     /// Settings.
     let settings: Settings
-    /// Registration and unregistration.
-    let registrar: Registrar
+    /// Registration and unregistration (entrypoint mode), or the controller's identity.
+    let role: RegistrationRole
     /// Starts the listener.
     let launcher: any ProcessLauncher
     /// Environment for the listener (no secrets).
@@ -70,10 +95,15 @@ struct AgentLifecycle: Sendable {
     let clock: any ShoalClock
     /// Lifecycle logger.
     let logger: Logger
+    /// Kills what the job left behind.
+    let leftovers: LeftoverProcesses
     /// How long a stopping listener gets before SIGKILL.
     var stopGracePeriod: Duration = .seconds(4)
     /// How many self-update relaunches are allowed.
     var maximumRelaunches = 5
+    /// The longest the busy-safe removal before stopping an idle listener may take (at most 10 s, and never
+    /// more than the whole unregistration budget, so stopping stays within the pod's grace period).
+    var idleRemovalTimeLimit: Duration = .seconds(10)
 
     /// Runs registration, the listener and unregistration; returns how it all ended.
     func run(signals: AsyncStream<Int32>) async -> LifecycleResult {
@@ -94,6 +124,18 @@ struct AgentLifecycle: Sendable {
         sink: AsyncStream<LifecycleEvent>.Continuation
     ) async -> LifecycleResult {
         var result = LifecycleResult(exitCode: .success, reason: .jobCompleted, unregistered: false)
+        let registrar: Registrar
+        switch role {
+        case .controller(let identity):
+            result.agentId = identity.agentId
+            result.agentName = identity.agentName
+            logger.info(
+                "using the registration the controller made; this pod never unregisters",
+                metadata: ["agent.id": "\(identity.agentId.map(String.init) ?? "unknown")", "pool": "\(settings.pool)"])
+            return await runListener(result: result, agent: nil, group: &group, events: &events, sink: sink)
+        case .entrypoint(let entrypointRegistrar, _):
+            registrar = entrypointRegistrar
+        }
 
         // Phase 1: register (a signal cancels it; whatever got registered is removed below).
         let registrationStart = clock.monotonicNow()
@@ -119,11 +161,20 @@ struct AgentLifecycle: Sendable {
             return .cancelled
         }
         result.registrationSeconds = (clock.monotonicNow() - registrationStart).seconds
+        // No job has run yet: `.agent` still says what `config.sh` left, so it may decide whether to look.
+        let leftBehind: UnregistrationTarget = registrar.scripts.isConfigured ? .byName : .nothing
 
         switch registration {
-        case .registered(let agentId):
-            result.agentId = agentId
-            logger.info("agent registered", metadata: ["agent.id": "\(agentId.map(String.init) ?? "unknown")", "pool": "\(settings.pool)"])
+        case .registered(let agent):
+            result.agentId = agent.agentID
+            logger.info(
+                "agent registered", metadata: ["agent.id": "\(agent.agentID)", "pool": "\(settings.pool)", "pool.id": "\(agent.poolID)"])
+            if stopRequested {
+                result.reason = .stoppedWhileIdle
+                return await finishUnregistering(result, target: .agent(agent))
+            }
+            // Phase 2: the listener, relaunched after a self-update, until it exits for good.
+            return await runListener(result: result, agent: agent, group: &group, events: &events, sink: sink)
         case .refused(let reason, let detail):
             let advice = reason.advice(settings: settings)
             logger.error("registration refused", metadata: ["reason": "\(reason.rawValue)", "error": "\(detail)", "check": "\(advice)"])
@@ -137,17 +188,32 @@ struct AgentLifecycle: Sendable {
             result.exitCode = .registrationFailed
             result.reason = .registrationFailed
             result.message = "registration did not succeed within \(settings.registrationTimeout.seconds) s: \(detail)"
-            return await finishUnregistering(result)
-        case .cancelled:
-            break
-        }
-        if stopRequested || registration == .cancelled {
+            return await finishUnregistering(result, target: leftBehind)
+        case .unidentified(let detail) where !stopRequested:
+            logger.error("the agent registered, but its id could not be read from Azure DevOps", metadata: ["error": "\(detail)"])
+            result.exitCode = .registrationFailed
+            result.reason = .registrationFailed
+            result.message = "the agent registered, but its id could not be read within \(settings.registrationTimeout.seconds) s: \(detail)"
+            return await finishUnregistering(result, target: .byName)
+        case .unidentified:
             result.reason = .stoppedWhileIdle
-            return await finishUnregistering(result)
+            return await finishUnregistering(result, target: .byName)
+        case .cancelled:
+            result.reason = .stoppedWhileIdle
+            return await finishUnregistering(result, target: leftBehind)
         }
+    }
 
-        // Phase 2: the listener, relaunched after a self-update, until it exits for good.
-        return await superviseListener(result: result, group: &group, events: &events, sink: sink)
+    /// Phase 2 and 3: the listener until its last instance ended, then the leftovers, then unregistration.
+    private func runListener(
+        result initial: LifecycleResult, agent: RegisteredAgent?, group: inout TaskGroup<Void>,
+        events: inout AsyncStream<LifecycleEvent>.Iterator, sink: AsyncStream<LifecycleEvent>.Continuation
+    ) async -> LifecycleResult {
+        let result = await superviseListener(result: initial, agent: agent, group: &group, events: &events, sink: sink)
+        // Whatever the job started must be gone before the token is used again (and before the pod reports done).
+        await leftovers.killAll()
+        if case .controller = role { return await finishUnregistering(result, target: .controller) }
+        return await finishUnregistering(result, target: agent.map(UnregistrationTarget.agent) ?? .byName)
     }
 
     // MARK: Listener phase
@@ -172,9 +238,10 @@ struct AgentLifecycle: Sendable {
         var jobRunning: Bool { jobName != nil && jobResult == nil }
     }
 
+    /// Runs the listener until its last instance ended; returns the result without unregistering.
     private func superviseListener(
-        result initial: LifecycleResult, group: inout TaskGroup<Void>, events: inout AsyncStream<LifecycleEvent>.Iterator,
-        sink: AsyncStream<LifecycleEvent>.Continuation
+        result initial: LifecycleResult, agent: RegisteredAgent?, group: inout TaskGroup<Void>,
+        events: inout AsyncStream<LifecycleEvent>.Iterator, sink: AsyncStream<LifecycleEvent>.Continuation
     ) async -> LifecycleResult {
         var result = initial
         var state = ListenerState()
@@ -183,7 +250,7 @@ struct AgentLifecycle: Sendable {
         defer { readiness.remove() }
 
         guard launchListener(&state, group: &group, sink: sink, result: &result) else {
-            return await finishUnregistering(result)
+            return result
         }
         if let idle = settings.idleTimeout {
             group.addTask { [clock] in
@@ -207,13 +274,13 @@ struct AgentLifecycle: Sendable {
                     startDraining(&state, group: &group, sink: sink)
                 } else {
                     logger.notice("signal while idle; unregistering and stopping the listener", metadata: ["signal": "\(name)"])
-                    await stopIdleListener(&state, reason: .stoppedWhileIdle, group: &group, sink: sink)
+                    await stopIdleListener(&state, agent: agent, reason: .stoppedWhileIdle, group: &group, sink: sink)
                 }
 
             case .idleTimeout:
                 guard state.jobName == nil, !state.busyConfirmed, state.stopping == nil, !state.draining else { continue }
                 logger.notice("no job within the idle timeout; unregistering", metadata: ["idle_timeout_seconds": "\(settings.idleTimeout?.seconds ?? 0)"])
-                await stopIdleListener(&state, reason: .idleTimeout, group: &group, sink: sink)
+                await stopIdleListener(&state, agent: agent, reason: .idleTimeout, group: &group, sink: sink)
 
             case .drainTimeout:
                 guard state.jobRunning, !state.forwarded else { continue }
@@ -274,7 +341,7 @@ struct AgentLifecycle: Sendable {
             }
         }
 
-        // Phase 3: report and unregister.
+        // Phase 3 starts here: what happened (the caller then ends the leftovers and unregisters).
         let now = clock.monotonicNow()
         result.jobName = state.jobName
         result.jobResult = state.jobResult
@@ -298,7 +365,7 @@ struct AgentLifecycle: Sendable {
             result.exitCode = .listenerFailed
             result.message = "the listener ended with \(state.status.map(String.init(describing:)) ?? "no status") before running a job"
         }
-        return await finishUnregistering(result)
+        return result
     }
 
     /// Starts (or restarts) the listener; false when it cannot be started (result is set).
@@ -374,23 +441,27 @@ struct AgentLifecycle: Sendable {
         }
     }
 
-    /// Stops a listener that runs no job, busy-safely: unregister first (the service refuses while a job is
-    /// assigned, which tells us one just arrived), then SIGTERM the listener's group.
+    /// Stops a listener that runs no job, busy-safely: in entrypoint mode, first ask the service whether the agent
+    /// holds a request and delete the registration (the service refuses while a job is assigned, which tells us
+    /// one just arrived), then SIGTERM the listener's group. In controller mode there is no token to ask with:
+    /// the listener is stopped at once.
     private func stopIdleListener(
-        _ state: inout ListenerState, reason: EntrypointExitReason, group: inout TaskGroup<Void>,
+        _ state: inout ListenerState, agent: RegisteredAgent?, reason: EntrypointExitReason, group: inout TaskGroup<Void>,
         sink: AsyncStream<LifecycleEvent>.Continuation
     ) async {
-        switch await registrar.removeOnce() {
-        case .succeeded:
-            state.unregistered = true
-            logger.info("agent unregistered")
-        case .busy:
-            logger.notice("the service says a job was just assigned; keeping the listener running")
-            state.busyConfirmed = true
-            if reason == .stoppedWhileIdle { startDraining(&state, group: &group, sink: sink) }
-            return
-        case .refused(_, let detail), .transient(let detail):
-            logger.warning("could not unregister before stopping; will retry after the listener stops", metadata: ["error": "\(detail)"])
+        if case .entrypoint(_, let unregistrar) = role, let agent {
+            switch await unregistrar.removeIfIdle(agent, timeLimit: idleRemovalTimeLimit) {
+            case .removed:
+                state.unregistered = true
+                logger.info("agent unregistered", metadata: ["agent.id": "\(agent.agentID)"])
+            case .busy(let detail):
+                logger.notice("the service says a job was just assigned; keeping the listener running", metadata: ["detail": "\(detail)"])
+                state.busyConfirmed = true
+                if reason == .stoppedWhileIdle { startDraining(&state, group: &group, sink: sink) }
+                return
+            case .unauthorized(let detail), .failed(let detail):
+                logger.warning("could not unregister before stopping; will retry after the listener stops", metadata: ["error": "\(detail)"])
+            }
         }
         state.stopping = reason
         guard state.status == nil, let process = state.process else { return }
@@ -405,15 +476,39 @@ struct AgentLifecycle: Sendable {
 
     // MARK: Unregistration
 
-    private func finishUnregistering(_ input: LifecycleResult) async -> LifecycleResult {
+    private func finishUnregistering(_ input: LifecycleResult, target: UnregistrationTarget) async -> LifecycleResult {
         var result = input
-        guard !result.unregistered else { return result }
+        let unregistrar: Unregistrar
+        switch (role, target) {
+        case (.controller, _), (_, .controller):
+            // The controller deletes the registration once the pod is done; a job ran or not, the code stays.
+            result.unregistered = false
+            return result
+        case (_, .nothing):
+            result.unregistered = true
+            return result
+        case (.entrypoint(_, let entrypointUnregistrar), _):
+            unregistrar = entrypointUnregistrar
+        }
+        guard !result.unregistered else {
+            removeLocalIdentity()
+            return result
+        }
         let start = clock.monotonicNow()
         logger.info("unregistering agent")
-        switch await registrar.unregister(timeout: settings.unregistrationTimeout) {
+        let outcome: UnregistrationResult
+        switch target {
+        case .agent(let agent):
+            outcome = await unregistrar.unregister(agent, timeout: settings.unregistrationTimeout)
+        default:
+            outcome = await unregistrar.unregister(
+                pool: settings.pool, agentName: settings.agentName, timeout: settings.unregistrationTimeout)
+        }
+        switch outcome {
         case .removed:
             result.unregistered = true
             logger.info("agent unregistered")
+            removeLocalIdentity()
         case .failed(let detail):
             logger.error("unregistration failed; the agent may still be registered", metadata: ["error": "\(detail)"])
             // The contract: exit 0 whenever a job ran. The termination message's `unregistered: false` tells the
@@ -423,6 +518,14 @@ struct AgentLifecycle: Sendable {
         }
         result.unregistrationSeconds = (clock.monotonicNow() - start).seconds
         return result
+    }
+
+    /// Deletes the agent's identity files once the registration is gone (best effort): they name an agent that
+    /// no longer exists. `unlink` removes a symlink a job put there, never its target.
+    private func removeLocalIdentity() {
+        for name in ControllerIdentity.fileNames {
+            unlink(settings.agentDirectory + "/" + name)
+        }
     }
 }
 

@@ -109,9 +109,15 @@ enum AgentPoolCRD {
                 ],
                 "standby": integer("Idle agents to keep ready for the next job; 0 scales to zero (a placeholder keeps jobs queued).", minimum: 0, maximum: 1000, defaultValue: 1),
                 "maxAgents": integer("Never more agent pods than this.", minimum: 1, maximum: 1000, defaultValue: 10),
+                "registration": [
+                    "type": "string",
+                    "description": "Who registers each pod's agent: 'entrypoint' (the pod gets the token and runs config.sh before its job) or 'controller' (recommended: the controller registers the agent with a key pair it makes and mounts only that agent's identity; the pod holds no PAT).",
+                    "enum": ["entrypoint", "controller"],
+                    "default": "entrypoint",
+                ],
                 "template": [
                     "type": "object",
-                    "description": "The agent pod (a PodTemplateSpec), passed through intact. The container named 'agent' (else the first) gets AZP_URL, AZP_POOL, AZP_AGENT_NAME and AZP_TOKEN.",
+                    "description": "The agent pod (a PodTemplateSpec), passed through intact. The container named 'agent' (else the first) gets AZP_URL, AZP_POOL, AZP_AGENT_NAME and, with entrypoint registration, AZP_TOKEN.",
                     "x-kubernetes-preserve-unknown-fields": true,
                 ],
                 "image": string("Shorthand for a template with one 'agent' container running this image.", minLength: 1, maxLength: 1024),

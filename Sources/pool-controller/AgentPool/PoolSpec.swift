@@ -52,6 +52,9 @@ struct PoolSpec: Sendable, Hashable {
     var capabilities: [String: String]
     /// `spec.timing`.
     var timing: PoolTiming
+    /// `spec.registration` (default `entrypoint`): who registers each pod's agent. In `controller` mode the pods
+    /// hold no PAT: the controller registers the agent and mounts its identity files.
+    var registration: RegistrationMode = .entrypoint
 
     /// Capabilities an agent from this template reports (besides `Agent.Version`): the declared ones, the agent
     /// container's literal environment variables (the agent reports its environment as capabilities) and the OS.
@@ -141,6 +144,17 @@ struct PoolSpec: Sendable, Hashable {
             }
         }
 
+        let registrationText = try reader.optionalString("registration") ?? RegistrationMode.entrypoint.rawValue
+        guard let registration = RegistrationMode(rawValue: registrationText) else {
+            throw SpecError(field: "spec.registration", problem: "'\(registrationText)' is not one of entrypoint, controller")
+        }
+        if registration == .entrypoint, let socket = runtimeSocketMount(in: template) {
+            throw SpecError(
+                field: socket.field,
+                problem: "mounts the container runtime socket \(socket.path): a job with that socket is root on the node and can read "
+                    + "every pod's environment, so the pool must use spec.registration: controller (its pods hold no PAT)")
+        }
+
         var capabilities: [String: String] = [:]
         if let given = spec["capabilities"] {
             guard let members = given.objectValue else { throw SpecError(field: "spec.capabilities", problem: "must be a map of capability name to value") }
@@ -168,7 +182,23 @@ struct PoolSpec: Sendable, Hashable {
 
         return PoolSpec(
             organization: organization, poolName: poolName, tokenSecretName: secretName, tokenSecretKey: secretKey, standby: standby,
-            maxAgents: maxAgents, template: template, prefix: prefix, capabilities: capabilities, timing: timing)
+            maxAgents: maxAgents, template: template, prefix: prefix, capabilities: capabilities, timing: timing,
+            registration: registration)
+    }
+
+    /// The first hostPath volume of `template` that exposes a container runtime's socket (Docker, containerd,
+    /// CRI-O), or a directory holding one (`/var/run`, `/run`), with the field that names it.
+    static func runtimeSocketMount(in template: KubeJSON) -> (field: String, path: String)? {
+        let sockets = ["docker.sock", "containerd.sock", "crio.sock", "cri-dockerd.sock"]
+        let runDirectories: Set<String> = ["/var/run", "/run", "/var/run/docker", "/run/containerd", "/var/run/containerd"]
+        for (index, volume) in (template["spec"]?["volumes"]?.arrayValue ?? []).enumerated() {
+            guard let path = volume["hostPath"]?["path"]?.stringValue else { continue }
+            let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+            if sockets.contains(where: { trimmed.hasSuffix("/" + $0) }) || runDirectories.contains(trimmed) || trimmed == "/" {
+                return ("spec.template.spec.volumes[\(index)].hostPath.path", path)
+            }
+        }
+        return nil
     }
 
     /// The template the `image` shorthand stands for: one `agent` container, the pull secret, a one-hour grace period.

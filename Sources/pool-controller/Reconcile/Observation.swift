@@ -54,14 +54,21 @@ struct PodFacts: Sendable, Equatable {
     var waitingReason: String? = nil
     /// The entrypoint's termination message, when the container ended and wrote one.
     var termination: TerminationMessage? = nil
+    /// Whether the controller registered this pod's agent (label `shoal.dev/registration: controller`): its
+    /// registration is the controller's to delete whenever the pod goes, since the pod holds no credential.
+    var registeredByController = false
 
-    init(name: String, phase: Phase, createdAt: Date, terminating: Bool = false, waitingReason: String? = nil, termination: TerminationMessage? = nil) {
+    init(
+        name: String, phase: Phase, createdAt: Date, terminating: Bool = false, waitingReason: String? = nil,
+        termination: TerminationMessage? = nil, registeredByController: Bool = false
+    ) {
         self.name = name
         self.phase = phase
         self.createdAt = createdAt
         self.terminating = terminating
         self.waitingReason = waitingReason
         self.termination = termination
+        self.registeredByController = registeredByController
     }
 }
 

@@ -24,6 +24,9 @@ enum RegistrationDeletionReason: String, Sendable, Hashable, CaseIterable {
     case podCompleted = "pod-completed"
     /// Offline, named like our pods, no pod for longer than the orphan grace period.
     case orphan
+    /// The controller registered it and is deleting its pod (stuck, disabled or scaled down): no entrypoint
+    /// will unregister an agent whose pod holds no credential.
+    case podRemoved = "pod-removed"
 }
 
 /// An idle agent chosen for removal: disabled first, re-read, and only then its pod deleted.
@@ -32,6 +35,9 @@ struct ScaleDownCandidate: Sendable, Hashable {
     var agentID: Int
     /// Its pod (= agent name).
     var podName: String
+    /// Whether the controller registered the agent: then it deletes the registration (refused while a job runs)
+    /// before the pod, instead of leaving that to the entrypoint.
+    var registeredByController = false
 }
 
 /// One thing the executor should do for a pool.
@@ -123,12 +129,18 @@ enum PoolDecision {
                 counts.busy += 1
             } else if !agent.enabled {
                 actions.append(.deletePod(name: pod.name, reason: .disabled, detail: "agent \(agent.name) is disabled in Azure DevOps and holds no job"))
+                if pod.registeredByController {
+                    actions.append(.deleteRegistration(agentID: agent.id, name: agent.name, reason: .podRemoved))
+                }
             } else if agent.online {
                 counts.idle += 1
                 idleCandidates.append((agent, pod))
             } else if now.timeIntervalSince(pod.createdAt) >= spec.timing.pendingTimeout.seconds {
                 // Registered but never (or no longer) online and without a job: its listener cannot connect.
                 actions.append(.deletePod(name: pod.name, reason: .stuck, detail: "pod \(pod.name): agent registered but offline for more than \(Int(spec.timing.pendingTimeout.seconds)) s"))
+                if pod.registeredByController {
+                    actions.append(.deleteRegistration(agentID: agent.id, name: agent.name, reason: .podRemoved))
+                }
             } else {
                 counts.starting += 1
             }
@@ -161,7 +173,9 @@ enum PoolDecision {
                 let since = memory.surplusSince ?? now
                 memory.surplusSince = since
                 if now.timeIntervalSince(since) >= spec.timing.idleScaleDownDelay.seconds {
-                    let chosen = idleCandidates.prefix(surplus).map { ScaleDownCandidate(agentID: $0.agent.id, podName: $0.pod.name) }
+                    let chosen = idleCandidates.prefix(surplus).map {
+                        ScaleDownCandidate(agentID: $0.agent.id, podName: $0.pod.name, registeredByController: $0.pod.registeredByController)
+                    }
                     actions.append(.scaleDown(Array(chosen)))
                     memory.surplusSince = nil
                 }

@@ -46,6 +46,16 @@ struct PoolExecutor: Sendable {
     var cache: PodCache
     /// Logger with the pool's metadata.
     var logger: Logger
+    /// How pods are made for a registration mode (tests substitute fakes).
+    var provisioners: @Sendable (RegistrationMode) -> any PodProvisioner
+
+    /// An executor whose pods are made by the real provisioners.
+    init(kube: any KubernetesAPI, cache: PodCache, logger: Logger, provisioners: (@Sendable (RegistrationMode) -> any PodProvisioner)? = nil) {
+        self.kube = kube
+        self.cache = cache
+        self.logger = logger
+        self.provisioners = provisioners ?? { mode in provisioner(for: mode, kube: kube, logger: logger) }
+    }
 
     /// Runs `actions` in order; a failed action is reported and the rest still run.
     func execute(
@@ -55,7 +65,7 @@ struct PoolExecutor: Sendable {
         for action in actions {
             switch action {
             case .createPods(let count):
-                await createPods(count, spec: spec, pool: pool, report: &report)
+                await createPods(count, spec: spec, pool: pool, poolID: poolID, api: api, agentVersion: agentVersion, report: &report)
             case .deletePod(let name, let reason, let detail):
                 if await deletePod(name, namespace: pool.key.namespace, report: &report) {
                     report.deletedPods.append((name, reason, detail))
@@ -98,20 +108,26 @@ struct PoolExecutor: Sendable {
         return NewAgent(name: name, version: version, osDescription: "Shoal placeholder (scale to zero)", enabled: true, maxParallelism: 1, systemCapabilities: capabilities)
     }
 
-    private func createPods(_ count: Int, spec: PoolSpec, pool: PoolReference, report: inout ExecutionReport) async {
-        let body = DynamicObject(PodFactory.makePod(spec: spec, pool: pool.key, poolUID: pool.uid))
+    private func createPods(
+        _ count: Int, spec: PoolSpec, pool: PoolReference, poolID: Int, api: any AzureDevOpsAPI, agentVersion: String, report: inout ExecutionReport
+    ) async {
+        let provisioner = provisioners(spec.registration)
+        let context = ProvisioningContext(spec: spec, pool: pool, poolID: poolID, agentVersion: agentVersion, api: api)
         for index in 0..<count {
             do {
-                let created = try await kube.create(body, .pods, namespace: pool.key.namespace)
-                if let pod = try? created.json.decode(as: Pod.self) { await cache.record(pod) }
-                report.createdPods.append(created.metadata.name ?? "?")
-            } catch .throttled {
-                report.creationsDeferred = count - index
-                logger.warning("API server throttles pod creation; the rest waits for the next reconcile", metadata: ["deferred": "\(count - index)"])
-                return
+                let pod = try await provisioner.provision(context)
+                await cache.record(pod)
+                report.createdPods.append(pod.metadata.name ?? "?")
             } catch {
-                // Not throttling: reported as a failure (which also brings the next reconcile forward), not deferred.
-                report.failures.append(ActionFailure(action: "create pod", error: error))
+                switch error {
+                case .throttled:
+                    report.creationsDeferred = count - index
+                    logger.warning(
+                        "API server throttles pod creation; the rest waits for the next reconcile", metadata: ["deferred": "\(count - index)"])
+                case .failed(let step, let cause):
+                    // Not throttling: reported as a failure (which also brings the next reconcile forward), not deferred.
+                    report.failures.append(ActionFailure(action: step, error: cause))
+                }
                 return
             }
         }
@@ -172,7 +188,19 @@ struct PoolExecutor: Sendable {
             readable = []
         }
         // An agent we could not re-read is neither deleted nor trusted: enable it again.
-        let (deletions, reEnable) = PoolDecision.resolveScaleDown(readable, reRead: reRead, reservedAgentIDs: reserved)
+        var (deletions, reEnable) = PoolDecision.resolveScaleDown(readable, reRead: reRead, reservedAgentIDs: reserved)
+        // Agents the controller registered lose their registration first: the service refuses while a job runs, which
+        // closes the last window for an assignment. Their pods hold no credential to do it themselves.
+        for candidate in deletions where candidate.registeredByController && !gone.contains(candidate.agentID) {
+            do {
+                _ = try await api.deleteAgent(poolID: poolID, agentID: candidate.agentID)
+                report.deletedRegistrations.append((candidate.podName, .podRemoved))
+            } catch {
+                deletions.removeAll { $0 == candidate }
+                reEnable.append(candidate.agentID)
+                logger.notice("registration not deleted; keeping the pod", metadata: ["pod": "\(candidate.podName)", "error": "\(error)"])
+            }
+        }
         for candidate in deletions {
             if await deletePod(candidate.podName, namespace: namespace, report: &report) {
                 report.deletedPods.append((candidate.podName, .scaleDown, "agent \(candidate.podName) idle above the standby; confirmed idle after disabling it"))

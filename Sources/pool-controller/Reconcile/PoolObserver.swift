@@ -97,6 +97,7 @@ extension PodFacts {
         }
         self.init(
             name: pod.metadata.name ?? "", phase: phase, createdAt: pod.metadata.creationTimestamp ?? .distantPast,
-            terminating: pod.metadata.deletionTimestamp != nil, waitingReason: waiting, termination: termination)
+            terminating: pod.metadata.deletionTimestamp != nil, waitingReason: waiting, termination: termination,
+            registeredByController: pod.metadata.labels?[AgentPodLabels.registration] == RegistrationMode.controller.rawValue)
     }
 }

@@ -51,6 +51,8 @@ actor PoolReconciler {
         var clock: any ShoalClock
         /// Logger.
         var logger: Logger
+        /// Which organizations AgentPools may name (the controller's setting, never the AgentPool's).
+        var organizationPolicy = OrganizationPolicy()
     }
 
     /// Per-pool memory.
@@ -117,6 +119,16 @@ actor PoolReconciler {
                 return Outcome(requeueAfter: .seconds(3600), reason: "Deleted")
             }
             return await fail(object, reference: reference, state: &state, reason: "InvalidSpec", message: "\(error)", retryAfter: .seconds(60), logger: logger)
+        }
+
+        if !deleting {
+            do {
+                try dependencies.organizationPolicy.check(spec.organization)
+            } catch {
+                return await fail(
+                    object, reference: reference, state: &state, reason: "OrganizationNotAllowed", message: "\(error)", retryAfter: .seconds(60),
+                    logger: logger)
+            }
         }
 
         if !deleting && !hasFinalizer && object.metadata.uid != nil {
@@ -225,6 +237,14 @@ actor PoolReconciler {
             throw TokenError(reason: "SecretNotFound", message: "Secret \(namespace)/\(spec.tokenSecretName) (spec.tokenSecretRef.name) does not exist; create it with the PAT under key '\(spec.tokenSecretKey)'")
         } catch {
             throw TokenError(reason: reason(of: error), message: "reading Secret \(namespace)/\(spec.tokenSecretName): \(error)")
+        }
+        // Only Secrets labelled for Shoal: an AgentPool author must not be able to send any Secret of the namespace
+        // to Azure DevOps (or read it back through a pod) just by naming it.
+        guard secret.metadata.labels?[AgentPodLabels.tokenSecret] == "true" else {
+            throw TokenError(
+                reason: "TokenSecretNotAllowed",
+                message: "Secret \(namespace)/\(spec.tokenSecretName) (spec.tokenSecretRef.name) lacks the label \(AgentPodLabels.tokenSecret)=true "
+                    + "that allows AgentPools to use it as their token; add it with: kubectl label secret -n \(namespace) \(spec.tokenSecretName) \(AgentPodLabels.tokenSecret)=true")
         }
         guard let value = secret.string(forKey: spec.tokenSecretKey) else {
             let keys = (secret.data ?? [:]).keys.sorted().joined(separator: ", ")

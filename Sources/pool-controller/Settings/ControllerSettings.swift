@@ -32,6 +32,10 @@ struct ControllerSettings: Sendable, Equatable {
     var logFormat: LogFormat
     /// The original project's variables, when set.
     var legacy: LegacyConfiguration?
+    /// `--allowed-organization-hosts` / `SHOAL_ALLOWED_ORGANIZATION_HOSTS` (default `dev.azure.com,*.visualstudio.com`)
+    /// and `--allow-insecure-organization-urls` / `SHOAL_ALLOW_INSECURE_ORGANIZATION_URLS` (default false, for
+    /// tests against a local simulator): which organizations AgentPools may name.
+    var organizationPolicy = OrganizationPolicy()
 
     /// What can be given on the command line; nil means "not given".
     struct Flags: Sendable {
@@ -45,6 +49,8 @@ struct ControllerSettings: Sendable, Equatable {
         var httpPort: Int?
         var logLevel: String?
         var logFormat: String?
+        var allowedOrganizationHosts: String?
+        var allowInsecureOrganizationURLs: Bool?
     }
 
     /// Resolves flags over `environment` over defaults, naming the flag and variable of any bad value.
@@ -54,14 +60,20 @@ struct ControllerSettings: Sendable, Equatable {
             if let value = environment[variable], !value.isEmpty { return value }
             return nil
         }
-        var leaderElection = flags.leaderElection ?? true
-        if flags.leaderElection == nil, let text = environment["SHOAL_LEADER_ELECTION"], !text.isEmpty {
+        func boolean(_ flag: Bool?, _ variable: String, default value: Bool) throws(SettingsError) -> Bool {
+            if let flag { return flag }
+            guard let text = environment[variable], !text.isEmpty else { return value }
             switch text.lowercased() {
-            case "true", "1", "yes": leaderElection = true
-            case "false", "0", "no": leaderElection = false
-            default: throw SettingsError(key: "SHOAL_LEADER_ELECTION", problem: "'\(text)' is not true or false")
+            case "true", "1", "yes": return true
+            case "false", "0", "no": return false
+            default: throw SettingsError(key: variable, problem: "'\(text)' is not true or false")
             }
         }
+        let leaderElection = try boolean(flags.leaderElection, "SHOAL_LEADER_ELECTION", default: true)
+        let hosts = try pick(flags.allowedOrganizationHosts, "SHOAL_ALLOWED_ORGANIZATION_HOSTS").map(OrganizationPolicy.parse)
+        let policy = OrganizationPolicy(
+            allowedHosts: hosts ?? OrganizationPolicy.defaultAllowedHosts,
+            allowInsecure: try boolean(flags.allowInsecureOrganizationURLs, "SHOAL_ALLOW_INSECURE_ORGANIZATION_URLS", default: false))
         let port: Int
         if let flagPort = flags.httpPort {
             port = flagPort
@@ -97,6 +109,6 @@ struct ControllerSettings: Sendable, Equatable {
             kubeconfig: pick(flags.kubeconfig, "KUBECONFIG"), watchNamespace: namespace, leaderElection: leaderElection,
             leaderElectionNamespace: leaseNamespace, leaseName: leaseName, identity: pick(flags.identity, "POD_NAME") ?? hostName,
             httpHost: pick(flags.httpHost, "SHOAL_HTTP_HOST") ?? "0.0.0.0", httpPort: port, logLevel: level, logFormat: format,
-            legacy: try LegacyConfiguration.fromEnvironment(environment))
+            legacy: try LegacyConfiguration.fromEnvironment(environment), organizationPolicy: policy)
     }
 }

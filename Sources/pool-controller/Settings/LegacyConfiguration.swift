@@ -83,11 +83,11 @@ struct LegacyConfiguration: Sendable, Equatable {
         let desired = Secret(
             metadata: ObjectMeta(
                 name: Self.secretName, namespace: namespace,
-                labels: [AgentPodLabels.managedBy: AgentPodLabels.managedByValue]),
+                labels: [AgentPodLabels.managedBy: AgentPodLabels.managedByValue, AgentPodLabels.tokenSecret: "true"]),
             stringData: ["token": token])
         do {
             let existing = try await kube.secret(named: Self.secretName, namespace: namespace)
-            if existing.string(forKey: "token") == token { return }
+            if existing.string(forKey: "token") == token, existing.metadata.labels?[AgentPodLabels.tokenSecret] == "true" { return }
             var updated = desired
             updated.metadata.resourceVersion = existing.metadata.resourceVersion
             _ = try await kube.update(updated, .secrets, namespace: namespace, subresource: nil)

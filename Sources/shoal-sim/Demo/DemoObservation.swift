@@ -22,6 +22,9 @@ actor PodTracker {
     private(set) var peak = 0
     /// Whether the first list arrived.
     private(set) var synced = false
+    /// Every pod seen, and those whose spec carried the PAT or referenced its Secret (controller registration: none).
+    private(set) var seen: Set<String> = []
+    private(set) var holdingToken: Set<String> = []
 
     /// Follows the pool's pods until cancelled.
     func follow(_ api: any KubernetesAPI) async throws {
@@ -42,6 +45,12 @@ actor PodTracker {
 
     private func record(_ pod: Pod) {
         guard let name = pod.metadata.name else { return }
+        seen.insert(name)
+        if let spec = try? JSONEncoder().encode(pod.spec), let text = String(data: spec, encoding: .utf8),
+            text.contains(DemoNames.token) || text.contains("\"AZP_TOKEN\"") || text.contains("\"name\":\"azdo\"")
+        {
+            holdingToken.insert(name)
+        }
         pods[name] = Entry(
             name: name, uid: pod.metadata.uid ?? "", phase: pod.status?.phase ?? "Pending", terminating: pod.metadata.deletionTimestamp != nil)
     }

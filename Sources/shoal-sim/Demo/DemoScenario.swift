@@ -14,6 +14,8 @@ struct DemoWorkload: Sendable {
     /// The AgentPool's standby and maximum.
     var standby: Int
     var maxAgents: Int
+    /// Who registers the agents (`--registration`).
+    var registration: RegistrationMode = .controller
     /// The capabilities the AgentPool declares (and its agent container's environment provides).
     static let capabilities = ["docker": "true", "JAVA_VERSION": "17"]
     /// The demands of job `index` (1-based): every third needs docker, every fourth Java 17.

@@ -129,7 +129,9 @@ actor DemoStack {
             try ManifestApplier.documents(text), skipKinds: ["Deployment", "PodDisruptionBudget"])
         say("applied \(URL(fileURLWithPath: manifest).lastPathComponent): \(applied.count) objects (CRD, RBAC, namespaces; not the Deployment: the controller runs here)")
         try await removeLeftovers(client)
-        let secret = Secret(metadata: ObjectMeta(name: "azdo", namespace: DemoNames.agentNamespace), stringData: ["token": DemoNames.token])
+        let secret = Secret(
+            metadata: ObjectMeta(name: "azdo", namespace: DemoNames.agentNamespace, labels: [AgentPodLabels.tokenSecret: "true"]),
+            stringData: ["token": DemoNames.token])
         _ = try? await client.delete(.secrets, namespace: DemoNames.agentNamespace, name: "azdo", options: DeleteOptions())
         _ = try await client.create(secret, .secrets, namespace: DemoNames.agentNamespace)
         // Pods can only be created once the namespace's default ServiceAccount has its token.
@@ -185,6 +187,8 @@ actor DemoStack {
                 controllerPath, "run", "--kubeconfig", kubeconfig, "--namespace", DemoNames.agentNamespace,
                 "--leader-election-namespace", DemoNames.systemNamespace, "--identity", "shoal-demo-\(getpid())",
                 "--http-host", "127.0.0.1", "--http-port", "0", "--log-format", "json",
+                // The simulator serves plain http on loopback: allowed only with this test flag.
+                "--allowed-organization-hosts", "127.0.0.1", "--allow-insecure-organization-urls", "true",
             ], label: "pool-controller", logFile: controllerLog)
     }
 

@@ -7,7 +7,10 @@ struct DemoSummary {
     let report: String
     let failures: [String]
 
-    init(facts: DemoFacts, snapshot: OrganizationSnapshot, pods: [String: PodTracker.Entry], peak: Int, workload: DemoWorkload, minutes: Double) {
+    init(
+        facts: DemoFacts, snapshot: OrganizationSnapshot, pods: [String: PodTracker.Entry], peak: Int, workload: DemoWorkload, minutes: Double,
+        tokenPods: (seen: Int, holding: Int)
+    ) {
         let ids = Set(facts.requestIds)
         let mine = snapshot.requests.filter { ids.contains($0.requestId) }
         let finished = mine.filter(\.isFinished)
@@ -37,6 +40,9 @@ struct DemoSummary {
         if facts.victimPod != nil && facts.podCollectedAt == nil { failures.append("the killed pod was not collected") }
         if facts.victimAgent != nil && facts.registrationRemovedAt == nil { failures.append("the killed pod's registration was not removed") }
         if facts.orphanRemovedAt == nil { failures.append("the orphan registration \(facts.orphan ?? "?") was not removed") }
+        if workload.registration == .controller && tokenPods.holding > 0 {
+            failures.append("\(tokenPods.holding) agent pods carried the PAT despite controller registration")
+        }
 
         func percentile(_ p: Double) -> String {
             guard !waits.isEmpty else { return "n/a" }
@@ -58,6 +64,7 @@ struct DemoSummary {
               Azure DevOps requests:   \(calls) in \(String(format: "%.1f", minutes)) min = \(perMinute)/min (controller and agents)
               killed pod collected:    \(after(facts.podCollectedAt, facts.killedAt)) the kill; registration removed: \(after(facts.registrationRemovedAt, facts.killedAt))
               orphan removed:          \(after(facts.orphanRemovedAt, facts.orphanRegisteredAt)) it was registered
+              registration:            \(workload.registration.rawValue): \(tokenPods.holding) of \(tokenPods.seen) agent pods carried the PAT
               leftovers:               \(offline) offline registrations, \(completedPods) completed pods, \(max(0, pods.count - workload.standby)) pods above standby \
             (idle agents: \(idle) of \(workload.standby))
               result:                  \(failures.isEmpty ? "OK: every invariant held" : "FAILED: " + failures.joined(separator: "; "))
