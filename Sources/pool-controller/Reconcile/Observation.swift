@@ -57,11 +57,16 @@ struct PodFacts: Sendable, Equatable {
     /// Whether the controller registered this pod's agent (label `shoal.dev/registration: controller`): its
     /// registration is the controller's to delete whenever the pod goes, since the pod holds no credential.
     var registeredByController = false
+    /// Whether the agent container has ended (so ``phase`` says completed) while other containers of the pod still
+    /// run: the pod is done as an agent but still holds its resources, so it counts against `maxAgents` until it
+    /// is gone.
+    var sidecarsRunning = false
 
     init(
         name: String, phase: Phase, createdAt: Date, terminating: Bool = false, waitingReason: String? = nil,
-        termination: TerminationMessage? = nil, registeredByController: Bool = false
+        termination: TerminationMessage? = nil, registeredByController: Bool = false, sidecarsRunning: Bool = false
     ) {
+        self.sidecarsRunning = sidecarsRunning
         self.name = name
         self.phase = phase
         self.createdAt = createdAt
@@ -156,7 +161,7 @@ struct PoolCounts: Sendable, Hashable {
     var idle = 0
     /// Our pods not yet registered and online.
     var starting = 0
-    /// Live pods (not Succeeded/Failed), terminating ones included.
+    /// Live pods (not Succeeded/Failed, or whose agent ended while a sidecar still runs), terminating ones included.
     var pods = 0
     /// min(maxAgents, busy + queued + standby).
     var desired = 0

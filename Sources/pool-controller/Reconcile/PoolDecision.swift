@@ -104,6 +104,9 @@ enum PoolDecision {
         for pod in observation.pods.sorted(by: { ($0.createdAt, $0.name) < ($1.createdAt, $1.name) }) {
             let agent = agentsByName[pod.name]
             if pod.phase.isCompleted {
+                // A pod whose agent ended while a sidecar still runs holds resources until it is gone: it counts
+                // against maxAgents (never as supply).
+                if pod.sidecarsRunning { counts.pods += 1 }
                 if !pod.terminating {
                     actions.append(.deletePod(name: pod.name, reason: .completed, detail: completionDetail(pod)))
                 }

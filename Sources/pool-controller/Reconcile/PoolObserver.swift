@@ -83,11 +83,27 @@ actor PoolObserver {
 extension PodFacts {
     /// Reduces a pod to what the decision needs.
     init(_ pod: Pod) {
-        let phase = PodFacts.Phase(rawValue: pod.status?.phase ?? "Pending") ?? .unknown
+        var phase = PodFacts.Phase(rawValue: pod.status?.phase ?? "Pending") ?? .unknown
         var termination: TerminationMessage?
         var waiting: String?
+        // The agent container (named `agent`, else the first, as the pod factory chose it) decides when the pod is
+        // done: once it has terminated, the pod's one job is over, whatever sidecars (a Docker daemon, a proxy) still
+        // run. Without this a pod with a classic sidecar stays Running and holds a slot until the pending timeout.
+        let containers = pod.spec?.containers ?? []
+        let agentName = containers.first { $0.name == "agent" }?.name ?? containers.first?.name
+        var sidecarsRunning = false
+        if phase == .running || phase == .pending, let agentName,
+            let ended = pod.status?.containerStatuses?.first(where: { $0.name == agentName })?.state?.terminated
+        {
+            phase = ended.exitCode == 0 ? .succeeded : .failed
+            sidecarsRunning = true
+        }
         for status in pod.status?.containerStatuses ?? [] {
-            if let message = status.state?.terminated?.message, let parsed = try? TerminationMessage.parse(message) { termination = parsed }
+            if agentName == nil || status.name == agentName, let message = status.state?.terminated?.message,
+                let parsed = try? TerminationMessage.parse(message)
+            {
+                termination = parsed
+            }
             if let state = status.state?.waiting, let reason = state.reason {
                 waiting = state.message.map { "\(reason): \($0)" } ?? reason
             }
@@ -98,6 +114,7 @@ extension PodFacts {
         self.init(
             name: pod.metadata.name ?? "", phase: phase, createdAt: pod.metadata.creationTimestamp ?? .distantPast,
             terminating: pod.metadata.deletionTimestamp != nil, waitingReason: waiting, termination: termination,
-            registeredByController: pod.metadata.labels?[AgentPodLabels.registration] == RegistrationMode.controller.rawValue)
+            registeredByController: pod.metadata.labels?[AgentPodLabels.registration] == RegistrationMode.controller.rawValue,
+            sidecarsRunning: sidecarsRunning)
     }
 }
