@@ -12,7 +12,7 @@ import Glibc
 import Musl
 #endif
 
-// The entrypoint's pure parts, compiled into this target from Linked/ (symlinks into Sources/agent-entrypoint).
+// The entrypoint's pure parts, through `@testable import agent_entrypoint`.
 
 /// Which pids of a `/proc` snapshot the entrypoint kills after the job.
 @Suite("agent-entrypoint process tree")

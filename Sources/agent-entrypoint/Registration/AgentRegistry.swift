@@ -1,5 +1,3 @@
-// Self-contained (Shared only): Tests/EntrypointTests/Linked/ compiles this file too, so keep it free of other
-// entrypoint types.
 import Shared
 
 /// The agent as the service knows it: learned over REST right after `config.sh` registered it, kept in memory.

@@ -1,4 +1,3 @@
-// Self-contained (Shared and libc): Tests/EntrypointTests/Linked/ compiles this file too.
 import Shared
 
 #if canImport(FoundationEssentials)

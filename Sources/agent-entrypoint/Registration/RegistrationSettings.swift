@@ -1,5 +1,3 @@
-// Self-contained (Shared only): Tests/EntrypointTests/Linked/ compiles this file too, so keep it free of other
-// entrypoint types.
 import Shared
 
 /// Where the PAT comes from. The value itself is never logged and never put on a command line.

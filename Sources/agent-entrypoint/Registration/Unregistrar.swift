@@ -1,4 +1,3 @@
-// Self-contained (Shared, Logging and AgentRegistry.swift): Tests/EntrypointTests/Linked/ compiles this file too.
 import Logging
 import Shared
 

@@ -1,5 +1,3 @@
-// Self-contained (libc only): Tests/EntrypointTests/Linked/ compiles this file too, so keep it free of other
-// entrypoint types.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)

@@ -206,5 +206,5 @@ private func createPod(_ body: DynamicObject, kube: any KubernetesAPI, namespace
 /// Five characters from the alphabet Kubernetes' `generateName` uses (no vowels, no look-alikes).
 func randomNameSuffix() -> String {
     let alphabet = Array("bcdfghjklmnpqrstvwxz2456789")
-    return String((0..<5).map { _ in alphabet.randomElement()! })
+    return String((0..<5).map { _ in alphabet[Int.random(in: alphabet.indices)] })
 }

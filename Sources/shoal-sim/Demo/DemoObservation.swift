@@ -45,8 +45,8 @@ actor PodTracker {
 
     private func record(_ pod: Pod) {
         guard let name = pod.metadata.name else { return }
-        seen.insert(name)
-        if let spec = try? JSONEncoder().encode(pod.spec), let text = String(data: spec, encoding: .utf8),
+        // A pod's spec never changes: check it once, not on every status event.
+        if seen.insert(name).inserted, let spec = try? JSONEncoder().encode(pod.spec), let text = String(data: spec, encoding: .utf8),
             text.contains(DemoNames.token) || text.contains("\"AZP_TOKEN\"") || text.contains("\"name\":\"azdo\"")
         {
             holdingToken.insert(name)
